@@ -1,0 +1,165 @@
+"""The `octomega` command: train, recipes, convert, eval, rl, pipeline.
+
+    octomega recipes                                   list recipes, one line each
+    octomega train RECIPE [key.sub=value ...] [--dry-run]
+    torchrun --nproc-per-node 2 -m octomega train tiny_stable parallel.tp=2
+    octomega convert {hf-to-mcore,mcore-to-hf,verify} ...
+    octomega eval MODEL [...] | octomega eval compare RUN_DIR ...
+    octomega pipeline tiny [--from STAGE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import os
+import json
+import sys
+from pathlib import Path
+
+from octomega.config import ConfigError, apply_overrides, to_json, validate
+
+# Subcommands implemented by their own modules' `main(argv) -> int`.
+DELEGATES = {
+    "convert": ("octomega.convert.cli", "Hugging Face <-> Megatron checkpoints"),
+    "eval": ("octomega.eval.cli", "benchmark evaluation and comparison"),
+    "rl": ("octomega.rl.cli", "the RL stage (GRPO, PPO)"),
+    "pipeline": ("octomega.pipeline", "every stage, end to end (tiny) or as an sbatch chain (paper)"),
+}
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="octomega train",
+        description="Train a recipe (stable stage or a decay branch) on Megatron-Core. Launch with torchrun or "
+                    "srun for several processes; a plain `octomega train` is a world of one.",
+        epilog="Overrides: any config field as key.sub=value, e.g. optim.lr=3e-5 train.train_tokens=2e9 "
+               "parallel.tp=2 model.recompute=selective. Token counts accept 2e9. `octomega recipes` lists recipes.")
+    p.add_argument("recipe", help="recipe name (see `octomega recipes`)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print and save the resolved config, the token budget, the LR at key steps and the "
+                        "theoretical memory per GPU; train nothing")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="processes to plan for in --dry-run (default: tp x pp x (parallel.dp or 1))")
+    return p
+
+
+def resolve_config(recipe_name: str, overrides: list[str]):
+    import recipes
+
+    cfg = recipes.get(recipe_name)
+    return apply_overrides(cfg, overrides)
+
+
+def dry_run_report(cfg, world_size: int | None = None) -> str:
+    from octomega.train.flops import theoretical_memory_gb
+    from octomega.train.schedule import budget, lr_at, lr_bounds
+
+    cfg = validate(cfg, world_size)
+    b = budget(cfg)
+    lines = ["resolved config:", to_json(cfg), "", "token budget:",
+             f"  {cfg.train.train_tokens:,} tokens requested / ({cfg.train.global_batch_size} sequences x "
+             f"{cfg.train.seq_length} tokens = {b.tokens_per_step:,} tokens/step) = "
+             f"{cfg.train.train_tokens / b.tokens_per_step:,.1f} steps -> {b.steps:,} steps",
+             f"  tokens actually trained: {b.tokens:,}", f"  {b.describe()}"]
+    micro = cfg.train.global_batch_size // (cfg.train.micro_batch_size * cfg.parallel.dp)
+    lines.append(f"  layout: tp {cfg.parallel.tp} x pp {cfg.parallel.pp} x dp {cfg.parallel.dp}; "
+                 f"{micro} micro-batches of {cfg.train.micro_batch_size} per step per DP rank")
+    stable_lr = None
+    if cfg.optim.lr is None and cfg.init.from_checkpoint:
+        try:
+            from octomega.train.checkpoint import read_meta
+
+            stable_lr = read_meta(cfg.init.from_checkpoint).get("stable_lr")
+        except FileNotFoundError:
+            pass
+    lines += ["", f"learning rate ({cfg.train.stage} stage; the scheduler counts optimizer steps):"]
+    if cfg.optim.lr is None and stable_lr is None:
+        lines.append(f"  peak = the LR of {cfg.init.from_checkpoint} (no complete checkpoint there yet); "
+                     f"min = {cfg.optim.min_lr_ratio:g} x peak, {cfg.optim.decay_style} over {b.steps:,} steps")
+    else:
+        peak, low = lr_bounds(cfg, stable_lr)
+        keys = sorted({0, b.warmup_steps, b.steps // 4, b.steps // 2, (3 * b.steps) // 4, b.steps - 1, b.steps})
+        for s, lr in zip(keys, lr_at(cfg, keys, peak, low)):
+            lines.append(f"  step {s:>9,}: {lr:.4e}")
+    mem = theoretical_memory_gb(cfg, micro)
+    lines += ["", "theoretical memory per GPU (Megatron's formula; bf16 + fp32 Adam, most loaded PP stage):",
+              f"  weights+optimizer {mem['weights_and_optimizer_gib']:.2f} GiB + activations "
+              f"{mem['activations_gib']:.2f} GiB (recompute={cfg.model.recompute}) = {mem['total_gib']:.2f} GiB"]
+    return "\n".join(lines)
+
+
+def cmd_train(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args.recipe, args.overrides)
+        if args.dry_run:
+            print(dry_run_report(cfg, args.world_size))
+            out = Path(cfg.resolved_run_dir) / "config.dry_run.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(to_json(cfg))
+            print(f"\nsaved {out}")
+            return 0
+        world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")
+        validate(copy.deepcopy(cfg), int(world) if world else None)  # fail fast, before any process group
+    except (ConfigError, KeyError) as e:
+        print(f"octomega train: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.recipe.startswith("tiny_"):
+        from recipes.tiny import ensure_data
+
+        ensure_data(cfg)  # the tiny recipes build their synthetic corpora on first use
+    from octomega.train.loop import run_training
+
+    try:
+        result = run_training(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"octomega train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        from octomega.runtime import shutdown
+
+        shutdown()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def cmd_recipes(argv: list[str]) -> int:
+    import recipes
+
+    argparse.ArgumentParser(prog="octomega recipes", description="List the recipes.").parse_args(argv)
+    rows = recipes.describe()
+    width = max(len(n) for n, _ in rows)
+    for name, doc in rows:
+        print(f"{name:<{width}}  {doc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": "train a recipe", "recipes": "list the recipes",
+                **{k: v[1] for k, v in DELEGATES.items()}}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\ncommands:\n" + "\n".join(f"  {k:<9} {v}" for k, v in commands.items()))
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        return cmd_train(rest)
+    if cmd == "recipes":
+        return cmd_recipes(rest)
+    if cmd in DELEGATES:
+        try:
+            module = importlib.import_module(DELEGATES[cmd][0])
+        except ModuleNotFoundError as e:
+            print(f"octomega {cmd}: not available in this build ({e})", file=sys.stderr)
+            return 2
+        return int(module.main(rest) or 0)
+    print(f"octomega: unknown command {cmd!r}; commands: {', '.join(commands)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

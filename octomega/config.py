@@ -1,0 +1,321 @@
+"""Typed run configuration: one dataclass per component, `key.sub=value` overrides, validation, dry-run text.
+
+Every field carries its unit. A recipe (recipes/) is a function returning a full `RunConfig`; the command line
+edits it with overrides such as `optim.lr=3e-5 parallel.tp=2 train.train_tokens=2e9`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration the run cannot honour. The message names the field and what to do."""
+
+
+@dataclass(kw_only=True)
+class RopeScaling:
+    """Llama-3 rope scaling, applied exactly as transformers' `_compute_llama3_parameters` does."""
+
+    factor: float = 32.0  # ratio of the extended to the original context
+    low_freq_factor: float = 1.0  # wavelengths longer than original/low_freq_factor are divided by `factor`
+    high_freq_factor: float = 4.0  # wavelengths shorter than original/high_freq_factor are kept
+    original_max_position_embeddings: int = 8192  # tokens: the context the base model was trained at
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """A Llama-family decoder (GQA, SwiGLU, RMSNorm, RoPE) built as Megatron-Core's GPTModel."""
+
+    name: str = "tiny"  # label only
+    hf_config: str | None = None  # path to an HF config.json (or its directory); its shape replaces the fields below
+    num_layers: int = 4
+    hidden_size: int = 128
+    ffn_hidden_size: int = 512  # SwiGLU inner width (per gate/up projection)
+    num_attention_heads: int = 4
+    num_query_groups: int = 2  # key/value heads (GQA); = num_attention_heads for MHA
+    head_dim: int | None = None  # channels per head; None = hidden_size / num_attention_heads
+    vocab_size: int = 512  # tokenizer vocabulary (ids); padded for TP when the model is built
+    make_vocab_size_divisible_by: int = 128  # padding multiple (times TP) of the embedding rows
+    max_position_embeddings: int = 8192  # tokens
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScaling | None = None  # None = no Llama-3 scaling
+    tie_embeddings: bool = True  # output layer shares the input embedding (Llama-3.2 1B/3B)
+    norm_eps: float = 1e-5
+    init_std: float = 0.02  # std of the normal init of fresh weights
+    layer_spec: Literal["auto", "te", "local"] = "auto"  # auto = Transformer Engine on a GPU when importable, else local
+    attention: Literal["sdpa", "unfused"] = "sdpa"  # core attention of the local spec
+    fp8: Literal["none", "hybrid", "e4m3"] = "none"  # needs TE, the TE spec and a Hopper-or-newer GPU
+    fp8_recipe: Literal["delayed", "tensorwise", "blockwise"] = "delayed"
+    recompute: Literal["none", "selective", "full"] = "none"  # activation recomputation policy
+
+
+@dataclass(kw_only=True)
+class ParallelConfig:
+    tp: int = 1  # tensor-parallel ranks
+    pp: int = 1  # pipeline-parallel ranks
+    dp: int | None = None  # data-parallel ranks; None = world_size / (tp * pp)
+    distributed_optimizer: bool = False  # shard Adam state and fp32 master weights across DP ranks (ZeRO-1)
+    sequence_parallel: bool = False  # split norm/dropout activations along the sequence across TP ranks
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW and its learning-rate schedule. The scheduler counts optimizer steps (one per global batch)."""
+
+    lr: float | None = 1e-3  # peak LR; None (decay branches only) = the LR the stable checkpoint ran at
+    min_lr: float | None = None  # decay target; None = min_lr_ratio * lr
+    min_lr_ratio: float = 0.1  # decay target as a fraction of the peak when min_lr is None
+    warmup_tokens: int = 0  # tokens of linear warm-up from 0 (stable stage); RECIPE.md: none
+    decay_style: Literal["cosine", "linear", "exponential", "minus_sqrt"] = "cosine"  # decay stage shape
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0  # global L2 norm; 0 disables
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    stage: Literal["stable", "decay"] = "stable"  # stable = constant LR after warm-up; decay = LR to min over budget
+    train_tokens: int = 1_000_000  # token budget of this stage; rounded UP to whole optimizer steps
+    seq_length: int = 256  # tokens per sequence
+    global_batch_size: int = 16  # sequences per optimizer step (all DP ranks, all micro-batches)
+    micro_batch_size: int = 4  # sequences per forward/backward on one DP rank
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 (fp32 master weights) on GPU, fp32 on CPU
+    seed: int = 1234
+    valid_interval: int = 50  # optimizer steps between validation passes; 0 = only at the end
+    valid_batches: int = 4  # micro-batches per validation set per pass
+    exit_after_steps: int | None = None  # stop (with a checkpoint) after this many steps of this process
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Megatron .bin/.idx corpora. Sequences are packed across documents, separated by EOD tokens."""
+
+    blend: str | None = None  # blend JSON written by `python -m data_prep.mix`
+    valid_blend: str | None = None  # blend whose "valid" sets are used; None = `blend`. Keep one across stages
+    tokenizer: str | None = None  # HF tokenizer directory (vocabulary size and EOD id are read from it)
+    mock: bool = False  # random tokens instead of a blend (throughput benchmarks)
+    eod_mask_loss: bool = False  # no loss on predicting the token after an EOD
+    reset_position_ids: bool = False  # restart positions at each document (refused: see octomega/train/data.py)
+    reset_attention_mask: bool = False  # block attention across documents (refused: needs a packed THD format)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(kw_only=True)
+class InitConfig:
+    """Where the weights of a fresh run come from (a resume ignores this and loads its own checkpoint)."""
+
+    from_checkpoint: str | None = None  # a run's checkpoint directory (decay branches: the stable run's)
+    iteration: int | None = None  # which iteration of from_checkpoint; None = its latest complete one
+    reset_optimizer: bool = False  # False: a branch keeps Adam moments; True: fresh optimizer state
+    hf_path: str | None = None  # a Hugging Face Llama directory to start from
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    save_interval: int = 0  # optimizer steps between checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1
+    keep_last: int = 2  # complete checkpoints kept; older ones are deleted after a new one completes
+    resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
+    allow_changes: list[str] = field(default_factory=list)  # resume despite changes: seq_length, blend, global_batch_size
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    log_interval: int = 10  # optimizer steps between console/JSONL lines
+    wandb: bool = True  # offline unless WANDB_MODE / WANDB_API_KEY say otherwise
+    wandb_project: str = "octomega"
+    wandb_mode: Literal["auto", "offline", "online", "disabled"] = "auto"
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    name: str = "run"
+    run_dir: str | None = None  # None = runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or f"runs/{self.name}"
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+
+
+def _coerce(text: str, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(text, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if text not in args:
+            raise ConfigError(f"{path}={text!r}: expected one of {', '.join(map(str, args))}")
+        return text
+    if origin is list:
+        return [s for s in text.split(",") if s] if text else []
+    if tp is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{path}={text!r}: expected true or false")
+    if tp is int:
+        try:
+            value = float(text) if any(c in text for c in ".eE") else int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{path}={text!r}: expected an integer") from None
+        if value != int(value):
+            raise ConfigError(f"{path}={text!r}: expected an integer")
+        return int(value)
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{path}={text!r}: expected a number") from None
+    if tp is str:
+        return text
+    if dataclasses.is_dataclass(tp):
+        if text.lower() == "default":
+            return tp()
+        raise ConfigError(f"{path}: set its fields ({path}.<field>=...), or 'none'/'default'")
+    raise ConfigError(f"{path}: cannot parse values of type {tp}")
+
+
+def apply_override(cfg: Any, override: str) -> None:
+    """Apply one `a.b.c=value` override in place; unknown keys and wrong types raise ConfigError."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key.sub=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    obj = cfg
+    for i, name in enumerate(parts):
+        hints = typing.get_type_hints(type(obj))
+        if name not in hints:
+            where = ".".join(parts[:i]) or "the run config"
+            known = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise ConfigError(f"unknown key {key!r}: {where} has no field {name!r} (fields: {known})")
+        if i == len(parts) - 1:
+            setattr(obj, name, _coerce(text.strip(), hints[name], key))
+            return
+        child = getattr(obj, name)
+        if child is None:  # e.g. model.rope_scaling.factor=8 when scaling was off: start from its defaults
+            tp = next(a for a in typing.get_args(hints[name]) if a is not type(None))
+            child = tp()
+            setattr(obj, name, child)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"unknown key {key!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        obj = child
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    for o in overrides:
+        apply_override(cfg, o)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict, path: str = "") -> Any:
+    """Rebuild a config dataclass from `to_dict` output (a checkpoint's saved config)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for k, v in data.items():
+        if k not in hints:
+            raise ConfigError(f"unknown key {path + k!r} in saved config")
+        tp = hints[k]
+        sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        kwargs[k] = from_dict(sub[0], v, f"{path}{k}.") if sub and isinstance(v, dict) else v
+    return cls(**kwargs)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
+    """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg."""
+    from octomega.model.llama import load_hf_config
+
+    cfg.model = load_hf_config(cfg.model)
+    m, p, t = cfg.model, cfg.parallel, cfg.train
+    for name in ("tp", "pp"):
+        if getattr(p, name) < 1:
+            raise ConfigError(f"parallel.{name}={getattr(p, name)}: must be >= 1")
+    if world_size is None:
+        world_size = p.tp * p.pp * (p.dp or 1)
+    if world_size % (p.tp * p.pp):
+        raise ConfigError(f"world size {world_size} is not divisible by parallel.tp x parallel.pp = {p.tp} x {p.pp}")
+    dp = world_size // (p.tp * p.pp)
+    if p.dp is not None and p.dp != dp:
+        raise ConfigError(f"parallel.dp={p.dp} but {world_size} processes / (tp {p.tp} x pp {p.pp}) = {dp}; "
+                          "leave parallel.dp unset or launch tp*pp*dp processes")
+    p.dp = dp
+    if m.num_attention_heads % p.tp:
+        raise ConfigError(f"parallel.tp={p.tp} does not divide model.num_attention_heads={m.num_attention_heads}")
+    if m.num_query_groups % p.tp:
+        raise ConfigError(f"parallel.tp={p.tp} does not divide model.num_query_groups (kv heads)={m.num_query_groups}")
+    if m.num_attention_heads % m.num_query_groups:
+        raise ConfigError(f"model.num_query_groups={m.num_query_groups} must divide "
+                          f"model.num_attention_heads={m.num_attention_heads}")
+    if m.num_layers % p.pp:
+        raise ConfigError(f"parallel.pp={p.pp} does not divide model.num_layers={m.num_layers}")
+    if t.micro_batch_size < 1 or t.global_batch_size < 1:
+        raise ConfigError("train.micro_batch_size and train.global_batch_size must be >= 1")
+    if t.global_batch_size % (t.micro_batch_size * dp):
+        raise ConfigError(f"train.global_batch_size={t.global_batch_size} is not divisible by "
+                          f"train.micro_batch_size x dp = {t.micro_batch_size} x {dp}")
+    if t.seq_length > m.max_position_embeddings:
+        raise ConfigError(f"train.seq_length={t.seq_length} exceeds model.max_position_embeddings="
+                          f"{m.max_position_embeddings}")
+    if t.train_tokens <= 0:
+        raise ConfigError("train.train_tokens must be > 0")
+    steps = -(-t.train_tokens // (t.global_batch_size * t.seq_length))
+    warm = -(-cfg.optim.warmup_tokens // (t.global_batch_size * t.seq_length))
+    if warm >= steps:
+        raise ConfigError(f"optim.warmup_tokens covers {warm} steps but the stage has only {steps}")
+    if t.stage == "decay" and cfg.optim.lr is None and not cfg.init.from_checkpoint:
+        raise ConfigError("train.stage=decay with optim.lr=None reads the LR from init.from_checkpoint: set one")
+    if t.stage == "stable" and cfg.optim.lr is None:
+        raise ConfigError("optim.lr must be set for a stable stage")
+    if cfg.init.from_checkpoint and cfg.init.hf_path:
+        raise ConfigError("init.from_checkpoint and init.hf_path are exclusive: start from one of them")
+    if p.sequence_parallel and p.tp == 1:
+        raise ConfigError("parallel.sequence_parallel needs parallel.tp > 1")
+    if cfg.data.reset_attention_mask or cfg.data.reset_position_ids:
+        from octomega.train.data import check_document_policy
+
+        check_document_policy(cfg)
+    for key in cfg.checkpoint.allow_changes:
+        if key not in ("seq_length", "blend", "global_batch_size"):
+            raise ConfigError(f"checkpoint.allow_changes: unknown item {key!r} (seq_length, blend, global_batch_size)")
+    return cfg

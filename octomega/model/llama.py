@@ -1,0 +1,203 @@
+"""The Llama family (GQA, SwiGLU, RMSNorm, RoPE with Llama-3 scaling) as Megatron-Core GPTModels."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+
+from octomega.config import ConfigError, ModelConfig, ParallelConfig, RopeScaling
+from octomega.model.attention import SDPAttention
+
+
+def te_available() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+
+        return True
+    except Exception:  # ImportError, or a broken CUDA install that fails at import
+        return False
+
+
+def load_hf_config(model: ModelConfig) -> ModelConfig:
+    """Return a copy of `model` whose shape comes from `model.hf_config` (an HF Llama config.json or its dir)."""
+    if not model.hf_config:
+        return model
+    path = Path(model.hf_config)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ConfigError(f"model.hf_config: {path} does not exist")
+    hf = json.loads(path.read_text())
+    archs = hf.get("architectures") or []
+    if hf.get("model_type") != "llama" and "LlamaForCausalLM" not in archs:
+        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r} is not a Llama model (octomega builds Llama)")
+    m = copy.deepcopy(model)
+    m.num_layers = hf["num_hidden_layers"]
+    m.hidden_size = hf["hidden_size"]
+    m.ffn_hidden_size = hf["intermediate_size"]
+    m.num_attention_heads = hf["num_attention_heads"]
+    m.num_query_groups = hf.get("num_key_value_heads", hf["num_attention_heads"])
+    m.head_dim = hf.get("head_dim")
+    m.vocab_size = hf["vocab_size"]
+    m.max_position_embeddings = hf.get("max_position_embeddings", m.max_position_embeddings)
+    m.norm_eps = hf.get("rms_norm_eps", m.norm_eps)
+    m.tie_embeddings = bool(hf.get("tie_word_embeddings", False))
+    rope_params = hf.get("rope_parameters") or {}  # transformers >= 5 folds theta and scaling in here
+    m.rope_theta = float(hf.get("rope_theta", rope_params.get("rope_theta", m.rope_theta)))
+    scaling = hf.get("rope_scaling") or (rope_params if rope_params.get("rope_type") == "llama3" else None)
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+        if scaling.get("rope_type", scaling.get("type")) != "llama3":
+            raise ConfigError(f"{path}: rope_scaling type {scaling.get('rope_type')!r} unsupported (llama3 only)")
+        m.rope_scaling = RopeScaling(
+            factor=float(scaling["factor"]),
+            low_freq_factor=float(scaling["low_freq_factor"]),
+            high_freq_factor=float(scaling["high_freq_factor"]),
+            original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
+        )
+    else:
+        m.rope_scaling = None
+    m.hf_config = None
+    return m
+
+
+def head_dim(model: ModelConfig) -> int:
+    return model.head_dim or model.hidden_size // model.num_attention_heads
+
+
+def padded_vocab_size(model: ModelConfig, tp: int) -> int:
+    multiple = model.make_vocab_size_divisible_by * tp
+    return int(math.ceil(model.vocab_size / multiple) * multiple)
+
+
+def resolve_layer_spec(model: ModelConfig, on_gpu: bool) -> str:
+    """'te' or 'local'. FP8 requests that cannot be honoured are errors, never a silent bf16 run."""
+    spec = model.layer_spec
+    if spec == "auto":
+        spec = "te" if on_gpu and te_available() else "local"
+    if spec == "te" and not te_available():
+        raise ConfigError("model.layer_spec=te: transformer_engine is not importable (pip install octomega[gpu])")
+    if spec == "te" and not on_gpu:
+        raise ConfigError("model.layer_spec=te needs a GPU; use model.layer_spec=local on CPU")
+    if model.fp8 != "none":
+        if spec != "te":
+            raise ConfigError(f"model.fp8={model.fp8} needs the Transformer Engine layer spec (now: {spec}); "
+                              "install transformer-engine and set model.layer_spec=te or auto, or model.fp8=none")
+        major, _ = torch.cuda.get_device_capability()
+        if major < 9:
+            raise ConfigError(f"model.fp8={model.fp8} needs a Hopper-or-newer GPU (compute capability >= 9.0, "
+                              f"found {major}.x); set model.fp8=none")
+    if model.attention == "unfused" and spec == "te":
+        raise ConfigError("model.attention=unfused applies to the local spec only")
+    return spec
+
+
+def transformer_config(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dtype,
+                       on_gpu: bool) -> TransformerConfig:
+    bf16 = dtype == torch.bfloat16
+    kwargs = {}
+    if model.recompute == "selective":
+        kwargs.update(recompute_granularity="selective")
+    elif model.recompute == "full":
+        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    if model.fp8 != "none":
+        kwargs.update(fp8=model.fp8, fp8_recipe="tensorwise" if model.fp8_recipe == "tensorwise" else model.fp8_recipe)
+    return TransformerConfig(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        ffn_hidden_size=model.ffn_hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        num_query_groups=model.num_query_groups,
+        kv_channels=head_dim(model),
+        normalization="RMSNorm",
+        layernorm_epsilon=model.norm_eps,
+        gated_linear_unit=True,  # SwiGLU: linear_fc1 holds [gate; up]
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=model.init_std,
+        tensor_model_parallel_size=parallel.tp,
+        pipeline_model_parallel_size=parallel.pp,
+        sequence_parallel=parallel.sequence_parallel and parallel.tp > 1,
+        bf16=bf16,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        autocast_dtype=dtype,
+        # CPU: initialise full tensors on the CPU generator, then shard, so TP shards equal the TP=1 weights.
+        use_cpu_initialization=not on_gpu,
+        # Fused kernels exist only on GPUs (and some only with TE/Apex).
+        masked_softmax_fusion=False,
+        bias_activation_fusion=on_gpu,
+        bias_dropout_fusion=on_gpu,
+        gradient_accumulation_fusion=False,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+        cross_entropy_loss_fusion=False,
+        **kwargs,
+    )
+
+
+def layer_spec(model: ModelConfig, spec: str):
+    if spec == "te":
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec()
+    s = get_gpt_layer_local_spec(normalization="RMSNorm")
+    if model.attention == "sdpa":
+        s.submodules.self_attention.submodules.core_attention = SDPAttention
+    return s
+
+
+def llama3_inv_freq(dim: int, theta: float, scaling: RopeScaling | None) -> torch.Tensor:
+    """Inverse RoPE frequencies exactly as transformers computes them (all four Llama-3 scaling values)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if scaling is None:
+        return inv_freq
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def build_model(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dtype, on_gpu: bool,
+                device: torch.device | None = None) -> GPTModel:
+    """Build this rank's pipeline stage of the model (no virtual pipeline stages)."""
+    model = load_hf_config(model)
+    spec_name = resolve_layer_spec(model, on_gpu)
+    config = transformer_config(model, parallel, dtype=dtype, on_gpu=on_gpu)
+    gpt = GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(model, spec_name),
+        vocab_size=padded_vocab_size(model, parallel.tp),
+        max_sequence_length=model.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=model.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(model.rope_theta),
+        rope_scaling=False,
+    )
+    # Megatron-Core's RotaryEmbedding takes only the scaling factor and hard-codes the other three Llama-3
+    # values; its inv_freq is a plain attribute (not in the state dict), so set the exact frequencies here.
+    if hasattr(gpt, "rotary_pos_emb"):
+        gpt.rotary_pos_emb.inv_freq = llama3_inv_freq(head_dim(model), model.rope_theta, model.rope_scaling)
+    gpt.octomega_layer_spec = spec_name
+    gpt.octomega_model_config = model
+    if device is not None and device.type == "cuda":
+        gpt = gpt.to(device)
+    return gpt

@@ -1,0 +1,97 @@
+"""Process groups and devices: torchrun, srun or a single process; nccl on GPUs, gloo (and the CPU backend) else."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+from octomega.runtime import cpu_backend
+
+
+@dataclass(kw_only=True)
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    tp: int
+    pp: int
+    dp: int
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device.type == "cpu"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_from_slurm() -> None:
+    """srun starts one task per GPU without torchrun's variables: derive them from Slurm's."""
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ or "SLURM_NTASKS" not in os.environ:
+        return
+    if int(os.environ["SLURM_NTASKS"]) == 1 and "MASTER_ADDR" not in os.environ:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    if "MASTER_ADDR" not in os.environ:
+        raise RuntimeError("srun launch: export MASTER_ADDR (the first node of $SLURM_JOB_NODELIST) and MASTER_PORT")
+
+
+def use_gpu() -> bool:
+    """GPUs are used when CUDA is available, unless OCTOMEGA_DEVICE=cpu says otherwise."""
+    return torch.cuda.is_available() and os.environ.get("OCTOMEGA_DEVICE", "").lower() != "cpu"
+
+
+def init_distributed(*, tp: int = 1, pp: int = 1, seed: int = 1234, timeout_minutes: int = 30) -> Runtime:
+    """Initialise torch.distributed and Megatron's model-parallel groups (TP x PP x DP)."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    _env_from_slurm()
+    gpu = use_gpu()
+    if not gpu:
+        cpu_backend.enable()
+    if not torch.distributed.is_initialized():
+        if "RANK" not in os.environ:  # a plain `python -m octomega ...`: a world of one
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if gpu:
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(
+            backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes)
+        )
+    world = torch.distributed.get_world_size()
+    if world % (tp * pp):
+        raise RuntimeError(f"world size {world} is not divisible by tp*pp = {tp}*{pp}")
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return Runtime(
+        rank=torch.distributed.get_rank(),
+        world_size=world,
+        local_rank=local_rank,
+        device=torch.device("cuda", local_rank) if gpu else torch.device("cpu"),
+        tp=tp,
+        pp=pp,
+        dp=world // (tp * pp),
+    )
+
+
+def shutdown() -> None:
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

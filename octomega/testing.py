@@ -1,0 +1,71 @@
+"""Helpers for multi-rank tests and tools: run a function on N gloo ranks in fresh processes.
+
+`run_distributed(fn, world_size=2, args=(...))` spawns `world_size` processes (spawn start method, so each
+imports Megatron-Core afresh), sets the torchrun environment variables, calls `fn(rank, *args)` in each and
+returns the list of per-rank return values (which must be picklable). A failure on any rank raises with that
+rank's traceback; a hang is killed after `timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import traceback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(fn, rank, world_size, port, args, queue):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OCTOMEGA_DEVICE="cpu")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        result = fn(rank, *args)
+        queue.put((rank, "ok", result))
+    except BaseException:  # report every failure, including SystemExit from a CLI
+        queue.put((rank, "error", traceback.format_exc()))
+    finally:
+        try:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        except Exception:
+            pass
+
+
+def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 300.0) -> list:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, args, queue)) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results: dict[int, object] = {}
+    errors = []
+    try:
+        for _ in range(world_size):
+            rank, status, payload = queue.get(timeout=timeout)
+            if status == "ok":
+                results[rank] = payload
+            else:
+                errors.append(f"rank {rank} failed:\n{payload}")
+                break
+    except Exception as e:  # queue.Empty on timeout
+        errors.append(f"timed out after {timeout:.0f} s waiting for ranks ({type(e).__name__})")
+    finally:
+        for p in procs:
+            p.join(timeout=5 if not errors else 1)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise RuntimeError("\n".join(errors))
+    return [results[r] for r in range(world_size)]

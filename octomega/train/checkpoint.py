@@ -1,0 +1,185 @@
+"""Checkpoints: Megatron dist_checkpointing (torch_dist), laid out as Megatron-LM does, and atomic.
+
+    <run>/checkpoints/
+        latest_checkpointed_iteration.txt      the newest COMPLETE iteration (Megatron-LM's tracker file)
+        iter_0000100/                          a torch_dist checkpoint (reshardable: any TP/PP/DP on load)
+            __0_0.distcp, metadata.json, ...   "model" (GPTModel.sharded_state_dict), "optimizer", "rng_state"
+            octomega.json                      config, scheduler, counters, run identity (plain JSON)
+            COMPLETE                           written last: a directory without it is never loaded
+
+The optimizer is saved in the `fully_sharded_model_space` form: model-space tensors, so a checkpoint saved with
+TP=2 or the distributed optimizer at DP=2 loads at TP=1 / DP=1 (and the reverse).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+MARKER = "COMPLETE"
+TRACKER = "latest_checkpointed_iteration.txt"
+META = "octomega.json"
+OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space"}
+
+
+def iter_dir(save_dir: str | Path, iteration: int) -> Path:
+    return Path(save_dir) / f"iter_{iteration:07d}"
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / MARKER).exists()
+
+
+def complete_iterations(save_dir: str | Path) -> list[int]:
+    d = Path(save_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.glob("iter_*"):
+        if p.is_dir() and is_complete(p):
+            try:
+                out.append(int(p.name[5:]))
+            except ValueError:
+                pass
+    return sorted(out)
+
+
+def latest_complete(save_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run directory's checkpoints/ (or of a checkpoints dir itself)."""
+    d = Path(save_dir)
+    if (d / "checkpoints").is_dir():
+        d = d / "checkpoints"
+    its = complete_iterations(d)
+    return iter_dir(d, its[-1]) if its else None
+
+
+def resolve(path: str | Path, iteration: int | None = None) -> Path:
+    """A checkpoint path given as a run dir, a checkpoints dir or an iter dir -> a complete iter dir."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if p.name.startswith("iter_"):
+        target = p
+    elif iteration is not None:
+        base = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        target = iter_dir(base, iteration)
+    else:
+        target = latest_complete(p)
+        if target is None:
+            raise FileNotFoundError(f"{p} holds no complete checkpoint (iter_*/{MARKER} missing)")
+    if not is_complete(target):
+        raise FileNotFoundError(f"checkpoint {target} is incomplete (no {MARKER} marker: the save was interrupted); "
+                                "use an earlier iteration")
+    return target
+
+
+def read_meta(path: str | Path) -> dict:
+    return json.loads((resolve(path) / META).read_text())
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _rng_state():
+    from megatron.core import parallel_state as ps
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    state = {"torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    pp, tp = ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size()
+    return ShardedObject("rng_state", state, (pp, tp), (ps.get_pipeline_model_parallel_rank(),
+                         ps.get_tensor_model_parallel_rank()), replica_id=ps.get_data_parallel_rank())
+
+
+def _sharded_state(model, optimizer, *, loading: bool, with_rng: bool) -> dict:
+    sd = {"model": _unwrap(model).sharded_state_dict()}
+    if optimizer is not None:
+        sd["optimizer"] = optimizer.sharded_state_dict(sd["model"], is_loading=loading, metadata=OPTIM_METADATA)
+    if with_rng:
+        sd["rng_state"] = _rng_state()
+    return sd
+
+
+def _barrier():
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=None, scheduler=None,
+                    state: dict | None = None, config=None, keep_last: int | None = None) -> Path:
+    """Save on all ranks; the checkpoint counts only once rank 0 has written COMPLETE (last)."""
+    from megatron.core import dist_checkpointing
+
+    from octomega.config import to_dict
+
+    rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    target = iter_dir(save_dir, iteration)
+    if rank0:
+        if target.exists():  # a leftover of an interrupted save of this iteration
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+    _barrier()
+    dist_checkpointing.save(_sharded_state(model, optimizer, loading=False, with_rng=True), str(target))
+    _barrier()
+    if rank0:
+        meta = {"iteration": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "config": to_dict(config) if config is not None else None, "has_optimizer": optimizer is not None,
+                **(state or {})}
+        (target / META).write_text(json.dumps(meta, indent=2, default=str))
+        _fsync_dir(target)
+        (target / MARKER).write_text("ok\n")
+        tmp = Path(save_dir) / (TRACKER + ".tmp")
+        tmp.write_text(str(iteration))
+        os.replace(tmp, Path(save_dir) / TRACKER)
+        if keep_last:
+            for old in complete_iterations(save_dir)[:-keep_last]:
+                shutil.rmtree(iter_dir(save_dir, old), ignore_errors=True)
+    _barrier()
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    for p in path.iterdir():
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def load_checkpoint(path: str | Path, model, *, optimizer=None, load_rng: bool = False) -> dict:
+    """Load model (and optimizer, RNG) from a complete checkpoint into the current layout; returns its meta.
+
+    The current TP/PP/DP may differ from the saved one: dist_checkpointing reshards. RNG states are restored
+    only when asked (an exact resume at the same layout).
+    """
+    from megatron.core import dist_checkpointing
+
+    target = resolve(path)
+    meta = json.loads((target / META).read_text())
+    if optimizer is not None and not meta.get("has_optimizer", True):
+        raise ValueError(f"{target} holds no optimizer state; set init.reset_optimizer=true to start a fresh one")
+    sharded = _sharded_state(model, optimizer, loading=True, with_rng=load_rng)
+    loaded = dist_checkpointing.load(sharded, str(target))
+    _unwrap(model).load_state_dict(loaded["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if load_rng and "rng_state" in loaded:
+        from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+        rng = loaded["rng_state"]
+        torch.set_rng_state(rng["torch"])
+        get_cuda_rng_tracker().set_states(rng["tracker"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return meta
+
+
+def load_model_weights(path: str | Path, model) -> int:
+    """Model weights only (any layout). Returns the checkpoint's iteration."""
+    return int(load_checkpoint(path, model)["iteration"])

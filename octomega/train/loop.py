@@ -1,0 +1,210 @@
+"""The training loop: Megatron DDP + optimizer + pipeline schedules, one flat loop with callbacks around it.
+
+Loss normalisation: per token over the whole global batch (Megatron's `calculate_per_token_loss`): each
+micro-batch returns its summed loss and token count, and finalize_model_grads divides the gradients by the
+global token count. Gradients are therefore the same whether a global batch runs as 1 or 4 micro-batches, or
+on 1 or 2 data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from octomega.config import RunConfig, to_json, validate
+from octomega.runtime import init_distributed, use_gpu
+from octomega.train import checkpoint as ckpt
+from octomega.train.callbacks import ExitSignal, MetricsLogger, Throughput
+from octomega.train.data import blend_fingerprint, build_datasets, train_iterator, valid_iterator
+from octomega.train.flops import detect_peak_flops, flops_per_batch
+from octomega.train.resume import check_resume_compatible, identity
+from octomega.train.schedule import budget, build_scheduler, check_resumed_scheduler, lr_bounds
+
+
+def precision_dtype(cfg: RunConfig, on_gpu: bool) -> torch.dtype:
+    p = cfg.train.precision
+    if p == "auto":
+        p = "bf16" if on_gpu else "fp32"
+    return torch.bfloat16 if p == "bf16" else torch.float32
+
+
+def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
+    losses = output.float().reshape(-1)
+    mask = loss_mask.reshape(-1).float()
+    loss = torch.sum(losses * mask)
+    tokens = mask.sum().to(torch.int)
+    # The schedule may scale the returned loss in place: report a clone (MEGATRON_NOTES.md).
+    return loss, tokens, {"lm loss": torch.stack([loss.detach().clone(), mask.sum().detach()])}
+
+
+def forward_step(data_iterator, model, device):
+    batch = {k: v.to(device, non_blocking=True) for k, v in next(data_iterator).items()}
+    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    return output, partial(_loss_func, batch["loss_mask"])
+
+
+def _reduce_loss(losses: list[dict], device) -> float:
+    """Token-weighted mean loss of the global batch, the same number on every rank."""
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for d in losses:
+        total += d["lm loss"].to(device=device, dtype=torch.float64)
+    torch.distributed.all_reduce(total)  # non-last PP stages add zeros; TP copies scale both terms alike
+    return float(total[0] / total[1].clamp(min=1))
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig):
+        from megatron.core import parallel_state as ps
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+        from octomega.model import build_model
+
+        self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
+        self.cfg = validate(cfg, self.rt.world_size)
+        self.run_dir = Path(cfg.resolved_run_dir)
+        self.save_dir = self.run_dir / "checkpoints"
+        self.is_writer = self.rt.rank == 0
+        if self.is_writer:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(to_json(cfg))
+        self.budget = budget(cfg)
+        self.dtype = precision_dtype(cfg, use_gpu())
+        model = build_model(cfg.model, cfg.parallel, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
+        model.config.calculate_per_token_loss = True
+        self.ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+            use_distributed_optimizer=cfg.parallel.distributed_optimizer)
+        self.model = DistributedDataParallel(config=model.config, ddp_config=self.ddp_config, module=model)
+        o = cfg.optim
+        self.optimizer = get_megatron_optimizer(OptimizerConfig(
+            optimizer="adam", lr=o.lr or 0.0, min_lr=0.0, weight_decay=o.weight_decay, adam_beta1=o.adam_beta1,
+            adam_beta2=o.adam_beta2, adam_eps=o.adam_eps, clip_grad=o.clip_grad, bf16=self.dtype == torch.bfloat16,
+            params_dtype=self.dtype, use_distributed_optimizer=cfg.parallel.distributed_optimizer), [self.model])
+        model.config.no_sync_func = self.model.no_sync
+        model.config.finalize_model_grads_func = finalize_model_grads
+        self.dp_rank, self.dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+        self.start_step, self.meta = self._restore()
+        peak, low = lr_bounds(cfg, self.meta.get("stable_lr"))
+        self.scheduler = build_scheduler(self.optimizer, cfg, peak, low)
+        if self.meta.get("resumed"):
+            self.scheduler.load_state_dict(self.meta["scheduler"])
+            check_resumed_scheduler(self.scheduler, cfg, peak, low)
+        self.peak_lr = peak
+        self.train_ds, self.valid_ds, self.blend, _ = build_datasets(
+            cfg, self.budget.steps * cfg.train.global_batch_size, self.dp)
+        if self.meta.get("resumed"):
+            check_resume_compatible(self.meta, cfg, blend_fingerprint(self.blend))
+
+    def _restore(self) -> tuple[int, dict]:
+        """Resume this run, or start a branch from another run's checkpoint, or from HF weights."""
+        cfg = self.cfg
+        latest = ckpt.latest_complete(self.save_dir) if cfg.checkpoint.resume else None
+        if latest is not None:
+            saved = json.loads((latest / ckpt.META).read_text())
+            same_layout = saved.get("layout") == [cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp]
+            meta = ckpt.load_checkpoint(latest, self.model, optimizer=self.optimizer, load_rng=same_layout)
+            self._print(f"resumed from {latest} (step {meta['iteration']})")
+            return int(meta["iteration"]), {**meta, "resumed": True}
+        if cfg.init.from_checkpoint:
+            src = ckpt.resolve(cfg.init.from_checkpoint, cfg.init.iteration)
+            src_meta = json.loads((src / ckpt.META).read_text())
+            optimizer = None if cfg.init.reset_optimizer else self.optimizer
+            ckpt.load_checkpoint(src, self.model, optimizer=optimizer)
+            stable_lr = (src_meta.get("config") or {}).get("optim", {}).get("lr")
+            kept = "weights" if cfg.init.reset_optimizer else "weights and Adam moments"
+            self._print(f"branch from {src}: kept {kept}; reset iteration, consumed samples, data order, scheduler")
+            return 0, {"stable_lr": stable_lr, "branched_from": str(src)}
+        if cfg.init.hf_path:
+            from octomega.convert import load_hf_into_model
+
+            load_hf_into_model(cfg.init.hf_path, [self.model.module])
+            self._print(f"initialised from Hugging Face weights {cfg.init.hf_path}")
+        return 0, {}
+
+    def _print(self, msg: str) -> None:
+        if self.is_writer:
+            print(msg, flush=True)
+
+    def _run_batches(self, iterator, num_microbatches: int, forward_only: bool):
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        return get_forward_backward_func()(
+            forward_step_func=partial(forward_step, device=self.rt.device), data_iterator=iterator,
+            model=[self.model], num_microbatches=num_microbatches, seq_length=self.cfg.train.seq_length,
+            micro_batch_size=self.cfg.train.micro_batch_size, forward_only=forward_only)
+
+    def validate(self) -> dict:
+        self.model.eval()
+        out = {}
+        with torch.no_grad():
+            for name, ds in self.valid_ds.items():
+                it = valid_iterator(ds, self.cfg, dp=self.dp, dp_rank=self.dp_rank)
+                out[f"valid_loss/{name}"] = _reduce_loss(
+                    self._run_batches(it, self.cfg.train.valid_batches, True), self.rt.device)
+        self.model.train()
+        return out
+
+    def save(self, step: int) -> None:
+        state = {"consumed_samples": step * self.cfg.train.global_batch_size,
+                 "layout": [self.cfg.parallel.tp, self.cfg.parallel.pp, self.cfg.parallel.dp],
+                 "stable_lr": self.peak_lr, "wandb_id": self.logger.wandb_id, **identity(self.cfg, self.blend)}
+        path = ckpt.save_checkpoint(self.save_dir, step, self.model, optimizer=self.optimizer,
+                                    scheduler=self.scheduler, state=state, config=self.cfg,
+                                    keep_last=self.cfg.checkpoint.keep_last)
+        self._print(f"saved checkpoint {path}")
+
+    def train(self) -> dict:
+        cfg, b = self.cfg, self.budget
+        micro_per_step = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp)
+        self.logger = MetricsLogger(cfg, self.run_dir, total_steps=b.steps, is_writer=self.is_writer,
+                                    wandb_id=self.meta.get("wandb_id"))
+        flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size)
+        speed = Throughput(flops, b.tokens_per_step, self.rt.world_size, detect_peak_flops())
+        signals = ExitSignal()
+        data = train_iterator(self.train_ds, cfg, start_step=self.start_step, steps=b.steps, dp=self.dp,
+                              dp_rank=self.dp_rank)
+        self._print(f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
+        step, status, last_saved = self.start_step, "complete", None
+        stop_at = b.steps if cfg.train.exit_after_steps is None else min(
+            b.steps, self.start_step + cfg.train.exit_after_steps)
+        while step < stop_at:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.model.zero_grad_buffer()
+            self.optimizer.zero_grad()
+            losses = self._run_batches(data, micro_per_step, False)
+            ok, grad_norm, _ = self.optimizer.step()
+            self.scheduler.step(1)
+            step += 1
+            speed.step()
+            loss = _reduce_loss(losses, self.rt.device)
+            if step % cfg.logging.log_interval == 0 or step in (1, b.steps):
+                self.logger.log(step, {"loss": loss, "lr": lr, "grad_norm": float(grad_norm or 0.0),
+                                       "tokens": step * b.tokens_per_step, "skipped": not ok, **speed.report()})
+            if self.valid_ds and ((cfg.train.valid_interval and step % cfg.train.valid_interval == 0)
+                                  or step == b.steps):
+                self.logger.log(step, self.validate(), kind="valid")
+            interrupted = signals.any_rank()
+            if (cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0) or interrupted:
+                self.save(step)
+                last_saved = step
+            if interrupted:
+                status = "interrupted"
+                break
+        if step == stop_at and last_saved != step:
+            self.save(step)
+        if status == "complete" and step < b.steps:
+            status = "stopped"  # exit_after_steps
+        signals.restore()
+        self.logger.finish()
+        result = {"status": status, "step": step, "steps": b.steps, "run_dir": str(self.run_dir)}
+        if self.is_writer:
+            (self.run_dir / "train_status.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def run_training(cfg: RunConfig) -> dict:
+    return Trainer(cfg).train()

@@ -1,0 +1,38 @@
+"""Experiments as Python functions returning a full RunConfig (torchtitan / OLMo-core style).
+
+Names say what a recipe is: `<model>_<stage>[_<branch>]`, e.g. `llama32_3b_decay_long`, `tiny_stable`.
+Decay branches derive from their stable recipe by copy-and-edit, so a change to the stable recipe reaches them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from octomega.config import RunConfig
+
+REGISTRY: dict[str, Callable[[], RunConfig]] = {}
+
+
+def recipe(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:
+    REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _load_all() -> None:
+    from recipes import paper, tiny  # noqa: F401  (registers)
+
+
+def get(name: str) -> RunConfig:
+    _load_all()
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown recipe {name!r}.{hint} `octomega recipes` lists them.")
+    return REGISTRY[name]()
+
+
+def describe() -> list[tuple[str, str]]:
+    _load_all()
+    return [(n, (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else "") for n, f in sorted(REGISTRY.items())]

@@ -1,0 +1,90 @@
+"""The tiny recipes: every stage on a laptop CPU in minutes, on data_prep.synth's arithmetic corpora.
+
+Model: 4 layers, hidden 128, 4 heads / 2 kv heads, SwiGLU 512, tied embeddings, seq 256: ~1.05M parameters
+(TINY_SCIENCE.md's feasibility model). Batches: 16 sequences x 256 tokens = 4,096 tokens per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+from octomega.config import ModelConfig, RunConfig
+from recipes import recipe
+
+TOKENS_PER_STEP = 16 * 256  # global batch 16 sequences x 256 tokens = 4,096
+STABLE_STEPS = 800  # ~3.3M tokens, ~3 minutes at ~18k tokens/s (TINY_SCIENCE.md)
+DECAY_STEPS = 350  # ~1.4M tokens per branch
+
+
+def tiny_root() -> Path:
+    """Where the tiny pipeline keeps data and runs (OCTOMEGA_TINY_ROOT, default ./runs/tiny)."""
+    return Path(os.environ.get("OCTOMEGA_TINY_ROOT", "runs/tiny"))
+
+
+def tiny_model() -> ModelConfig:
+    return ModelConfig(name="tiny", num_layers=4, hidden_size=128, ffn_hidden_size=512, num_attention_heads=4,
+                       num_query_groups=2, vocab_size=512, make_vocab_size_divisible_by=128,
+                       max_position_embeddings=2048, rope_theta=10000.0, tie_embeddings=True)
+
+
+@recipe
+def tiny_stable() -> RunConfig:
+    """tiny Llama (1M params), stable stage: 800 steps x 4,096 tokens at constant LR 1.5e-3 after 50 warm-up steps."""
+    root = tiny_root()
+    cfg = RunConfig(name="tiny_stable", run_dir=str(root / "tiny_stable"), model=tiny_model())
+    cfg.optim.lr = 1.5e-3
+    cfg.optim.warmup_tokens = 50 * TOKENS_PER_STEP
+    cfg.optim.weight_decay = 0.1
+    cfg.train.stage = "stable"
+    cfg.train.train_tokens = STABLE_STEPS * TOKENS_PER_STEP
+    cfg.train.seq_length, cfg.train.global_batch_size, cfg.train.micro_batch_size = 256, 16, 16
+    cfg.train.valid_interval, cfg.train.valid_batches = 100, 2
+    cfg.data.blend = str(root / "data" / "blends" / "stable.json")
+    cfg.data.valid_blend = str(root / "data" / "blends" / "valid.json")
+    cfg.data.tokenizer = str(root / "data" / "synth" / "tokenizer")
+    cfg.checkpoint.save_interval = 200
+    cfg.logging.log_interval = 20
+    return cfg
+
+
+def _tiny_decay(branch: str) -> RunConfig:
+    stable = tiny_stable()
+    cfg = copy.deepcopy(stable)
+    cfg.name = f"tiny_decay_{branch}"
+    cfg.run_dir = str(tiny_root() / cfg.name)
+    cfg.train.stage = "decay"
+    cfg.train.train_tokens = DECAY_STEPS * TOKENS_PER_STEP
+    cfg.optim.lr = None  # start from the LR the stable stage ran at (read from its checkpoint)
+    cfg.optim.min_lr_ratio = 0.1  # cosine to 10% of it (RECIPE.md)
+    cfg.optim.warmup_tokens = 0
+    cfg.optim.decay_style = "cosine"
+    cfg.init.from_checkpoint = stable.resolved_run_dir
+    cfg.data.blend = str(tiny_root() / "data" / "blends" / f"decay_{branch}.json")
+    cfg.checkpoint.save_interval = 0
+    return cfg
+
+
+@recipe
+def tiny_decay_long() -> RunConfig:
+    """tiny decay branch, long CoT: 350 steps, cosine to 10% of the stable LR, 40% web + 60% long-CoT QA."""
+    return _tiny_decay("long")
+
+
+@recipe
+def tiny_decay_short() -> RunConfig:
+    """tiny decay branch, short CoT: 350 steps, cosine to 10% of the stable LR, 40% web + 60% short-CoT QA."""
+    return _tiny_decay("short")
+
+
+@recipe
+def tiny_decay_hybrid() -> RunConfig:
+    """tiny decay branch, hybrid: 350 steps, cosine to 10%, 40% web + 30% long + 30% short-CoT QA."""
+    return _tiny_decay("hybrid")
+
+
+@recipe
+def tiny_decay_web() -> RunConfig:
+    """tiny "stable-only" control: a compute-matched decay on web text only (no QA)."""
+    return _tiny_decay("web")

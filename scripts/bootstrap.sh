@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.12 and install octomega[dev] into it, once.
+# Re-installs only when pyproject.toml changed (a stamp file keeps its hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  for cand in "${PYTHON:-}" python3.12 python3; do
+    [ -n "$cand" ] || continue
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 12) else 1)' 2>/dev/null; then
+      echo "$cand"; return 0
+    fi
+  done
+  # pyenv installs that are not on the active PATH version list
+  for cand in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -x "$cand" ] && { echo "$cand"; return 0; }
+  done
+  return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  PY=$(find_python) || { echo "bootstrap: Python >= 3.12 not found (Megatron-Core 0.19 needs it); set PYTHON=/path/to/python3.12" >&2; exit 1; }
+  echo "bootstrap: creating .venv with $PY" >&2
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+STAMP=.venv/.octomega-install-stamp
+HASH=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$HASH" ]; then
+  echo "bootstrap: installing octomega[dev] into .venv (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$HASH" > "$STAMP"
+fi
