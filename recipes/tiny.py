@@ -88,3 +88,51 @@ def tiny_decay_hybrid() -> RunConfig:
 def tiny_decay_web() -> RunConfig:
     """tiny "stable-only" control: a compute-matched decay on web text only (no QA)."""
     return _tiny_decay("web")
+
+
+# Mixtures of the tiny stages (weights per prepared corpus). TINY_SCIENCE.md: stable on web text only; decay
+# branches 40% web + 60% QA of the branch's style; "web" is the compute-matched no-QA control.
+TINY_MIXTURES = {
+    "stable": "web=1.0",
+    "decay_short": "web=0.4,qa_short=0.6",
+    "decay_long": "web=0.4,qa_long=0.6",
+    "decay_hybrid": "web=0.4,qa_short=0.3,qa_long=0.3",
+    "decay_web": "web=1.0",
+    "valid": "web=0.34,qa_short=0.33,qa_long=0.33",  # only its held-out sets are used
+}
+VALID_DOCS = 200  # held-out documents per corpus
+
+
+def _run(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    print("+ " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", *args], check=True)
+
+
+def ensure_data(cfg: RunConfig | None = None, root: Path | None = None) -> Path:
+    """Build the tiny corpora once (synth -> tokenize -> mix): a no-op when the blends exist."""
+    if cfg is not None and cfg.data.mock:
+        return tiny_root() / "data"
+    data = (root or tiny_root()) / "data"
+    blends = data / "blends"
+    if all((blends / f"{name}.json").exists() for name in TINY_MIXTURES):
+        return data
+    synth, tokens = data / "synth", data / "tokens"
+    if not (synth / "tokenizer").exists():
+        _run(["data_prep.synth", "--out", str(synth)])
+    for name in ("web", "qa_short", "qa_long"):
+        if not (tokens / f"{name}.stats.json").exists():
+            qa = [] if name == "web" else ["--qa-style", name.split("_")[1]]
+            _run(["data_prep.tokenize", "--input", str(synth / "raw" / f"{name}.jsonl"), *qa,
+                  "--tokenizer", str(synth / "tokenizer"), "--output-dir", str(tokens), "--name", name,
+                  "--valid-docs", str(VALID_DOCS), "--workers", "1"])
+    blends.mkdir(parents=True, exist_ok=True)
+    budget = {"stable": STABLE_STEPS * TOKENS_PER_STEP}
+    for stage, weights in TINY_MIXTURES.items():
+        names = [w.split("=")[0] for w in weights.split(",")]
+        _run(["data_prep.mix", "--stats", *[str(tokens / f"{n}.stats.json") for n in names], "--mixture", "custom",
+              "--weights", weights, "--train-tokens", str(budget.get(stage, DECAY_STEPS * TOKENS_PER_STEP)),
+              "--out", str(blends / f"{stage}.json")])
+    return data

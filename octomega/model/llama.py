@@ -38,25 +38,41 @@ def load_hf_config(model: ModelConfig) -> ModelConfig:
         raise ConfigError(f"model.hf_config: {path} does not exist")
     hf = json.loads(path.read_text())
     archs = hf.get("architectures") or []
-    if hf.get("model_type") != "llama" and "LlamaForCausalLM" not in archs:
-        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r} is not a Llama model (octomega builds Llama)")
+    if hf.get("model_type") != "llama" or (archs and "LlamaForCausalLM" not in archs):
+        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r}, architectures {archs} is not a Llama "
+                          "causal LM (octomega builds and converts LlamaForCausalLM only)")
+    # Features LlamaConfig has but octomega's GPTModel does not build: refuse rather than convert wrongly.
+    unsupported = {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
+    for key, ok in unsupported.items():
+        if key in hf and hf[key] not in (ok, None):
+            raise ConfigError(f"{path}: {key}={hf[key]!r} is not supported (octomega's Llama needs {key}={ok!r})")
     m = copy.deepcopy(model)
     m.num_layers = hf["num_hidden_layers"]
     m.hidden_size = hf["hidden_size"]
     m.ffn_hidden_size = hf["intermediate_size"]
     m.num_attention_heads = hf["num_attention_heads"]
-    m.num_query_groups = hf.get("num_key_value_heads", hf["num_attention_heads"])
+    m.num_query_groups = hf.get("num_key_value_heads") or hf["num_attention_heads"]
     m.head_dim = hf.get("head_dim")
     m.vocab_size = hf["vocab_size"]
-    m.max_position_embeddings = hf.get("max_position_embeddings", m.max_position_embeddings)
-    m.norm_eps = hf.get("rms_norm_eps", m.norm_eps)
+    # Keys a config.json may omit take LlamaConfig's defaults (not octomega's): 2048, 1e-6, 10000, untied.
+    m.max_position_embeddings = hf.get("max_position_embeddings", 2048)
+    m.norm_eps = hf.get("rms_norm_eps", 1e-6)
     m.tie_embeddings = bool(hf.get("tie_word_embeddings", False))
+    m.init_std = hf.get("initializer_range", m.init_std)
     rope_params = hf.get("rope_parameters") or {}  # transformers >= 5 folds theta and scaling in here
-    m.rope_theta = float(hf.get("rope_theta", rope_params.get("rope_theta", m.rope_theta)))
-    scaling = hf.get("rope_scaling") or (rope_params if rope_params.get("rope_type") == "llama3" else None)
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-        if scaling.get("rope_type", scaling.get("type")) != "llama3":
-            raise ConfigError(f"{path}: rope_scaling type {scaling.get('rope_type')!r} unsupported (llama3 only)")
+    m.rope_theta = float(hf.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
+    # transformers 5 lets a top-level rope_scaling override rope_parameters; do the same.
+    scaling = hf.get("rope_scaling") or rope_params or None
+    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+    if (scaling or {}).get("partial_rotary_factor", 1.0) != 1.0 or hf.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"{path}: partial_rotary_factor != 1 is not supported")
+    if kind not in (None, "default", "llama3"):
+        raise ConfigError(f"{path}: rope_scaling type {kind!r} unsupported (llama3 or none)")
+    if kind == "llama3":
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+                   if k not in scaling]
+        if missing:
+            raise ConfigError(f"{path}: llama3 rope_scaling lacks {missing}")
         m.rope_scaling = RopeScaling(
             factor=float(scaling["factor"]),
             low_freq_factor=float(scaling["low_freq_factor"]),
@@ -174,12 +190,45 @@ def llama3_inv_freq(dim: int, theta: float, scaling: RopeScaling | None) -> torc
     return torch.where(is_medium, smoothed, scaled)
 
 
+# Logit of the vocabulary padding rows. Finite (unlike -inf) so that entropies and log-probabilities stay finite;
+# exp(-1e4 - max logit) underflows to exactly 0 in fp32 and bf16, so the padding never takes probability mass.
+PAD_LOGIT = -1.0e4
+
+
+def _padded_logits_hook(vocab: int, padded: int):
+    """A forward hook on the output layer that sets the logits of padded vocabulary ids to PAD_LOGIT.
+
+    Without it the zero padding rows give logits of 0, which add (padded - vocab) * e^0 to the softmax
+    denominator: the loss would differ from transformers' and samplers could draw ids the tokenizer lacks.
+    The output is vocabulary-parallel ([s, b, padded / TP] on TP rank r covers ids r * padded / TP ...) unless
+    it was gathered ([..., padded]). In place on the padded columns only: matmul's backward does not need its
+    output, and the filled entries get zero gradient."""
+
+    def hook(module, args, output):
+        logits = output[0] if isinstance(output, tuple) else output
+        n = logits.shape[-1]
+        start = 0 if n == padded else parallel_state.get_tensor_model_parallel_rank() * n
+        first = max(vocab - start, 0)
+        if first < n:
+            logits[..., first:].fill_(PAD_LOGIT)
+        return output
+
+    return hook
+
+
 def build_model(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dtype, on_gpu: bool,
-                device: torch.device | None = None) -> GPTModel:
-    """Build this rank's pipeline stage of the model (no virtual pipeline stages)."""
+                device: torch.device | None = None, init_weights: bool = True) -> GPTModel:
+    """Build this rank's pipeline stage of the model (no virtual pipeline stages).
+
+    init_weights=False leaves the parameters uninitialised (torch.empty): for callers that load every weight
+    right after (checkpoint conversion), which skips minutes of random init at 8B.
+    Logits of the padding rows Megatron adds to the vocabulary (a multiple of 128 x TP) are set to PAD_LOGIT,
+    so the loss and sampling see exactly the tokenizer's vocabulary, as transformers does.
+    """
     model = load_hf_config(model)
     spec_name = resolve_layer_spec(model, on_gpu)
     config = transformer_config(model, parallel, dtype=dtype, on_gpu=on_gpu)
+    config.perform_initialization = init_weights
     gpt = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(model, spec_name),
@@ -196,6 +245,9 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dt
     # values; its inv_freq is a plain attribute (not in the state dict), so set the exact frequencies here.
     if hasattr(gpt, "rotary_pos_emb"):
         gpt.rotary_pos_emb.inv_freq = llama3_inv_freq(head_dim(model), model.rope_theta, model.rope_scaling)
+    if gpt.post_process and padded_vocab_size(model, parallel.tp) > model.vocab_size:
+        gpt.output_layer.register_forward_hook(_padded_logits_hook(model.vocab_size,
+                                                                   padded_vocab_size(model, parallel.tp)))
     gpt.octomega_layer_spec = spec_name
     gpt.octomega_model_config = model
     if device is not None and device.type == "cuda":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from octomega.runtime import cpu_backend
+from octomega.runtime import cpu_backend, megatron_compat
 
 
 @dataclass(kw_only=True)
@@ -57,6 +57,7 @@ def init_distributed(*, tp: int = 1, pp: int = 1, seed: int = 1234, timeout_minu
 
     _env_from_slurm()
     gpu = use_gpu()
+    megatron_compat.apply()
     if not gpu:
         cpu_backend.enable()
     if not torch.distributed.is_initialized():

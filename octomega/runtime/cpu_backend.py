@@ -7,7 +7,8 @@ is redirected here, and only here:
 - factory calls and .to()/.cuda() that name a CUDA device are mapped to the CPU (a TorchFunctionMode);
 - torch.cuda.current_device/synchronize/empty_cache/streams/events become harmless stand-ins;
 - the CUDA RNG tracker reads and writes the CPU generator;
-- the fp32 grad-norm type assertion of the optimizer accepts CPU float tensors.
+- Tensor.type() answers CUDA type names ('torch.cuda.FloatTensor'), which the (distributed) optimizer checks;
+- the fp32 grad clip (a CUDA type assertion and a fused kernel) is replaced by a plain CPU one.
 
 `enable()` is called by octomega.runtime.init only when no GPU is used; nothing here is active on a GPU.
 """
@@ -43,6 +44,9 @@ class _CudaToCpu(TorchFunctionMode):
             args = (args[0], "cpu", *args[2:])
         if func is torch.Tensor.pin_memory:
             return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            # Megatron's optimizers compare type names with 'torch.cuda.FloatTensor' etc.: answer as CUDA would.
+            return func(*args).replace("torch.", "torch.cuda.", 1)
         return func(*args, **kwargs)
 
 

@@ -7,7 +7,8 @@
             octomega.json                      config, scheduler, counters, run identity (plain JSON)
             COMPLETE                           written last: a directory without it is never loaded
 
-The optimizer is saved in the `fully_sharded_model_space` form: model-space tensors, so a checkpoint saved with
+The distributed optimizer is saved in the `fully_reshardable` form (its state gathered to model space on save;
+`fully_sharded_model_space` needs flattened ranges that dist_checkpointing 0.19 rejects), so a checkpoint saved with
 TP=2 or the distributed optimizer at DP=2 loads at TP=1 / DP=1 (and the reverse).
 """
 
@@ -23,7 +24,7 @@ import torch
 MARKER = "COMPLETE"
 TRACKER = "latest_checkpointed_iteration.txt"
 META = "octomega.json"
-OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space"}
+OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
 def iter_dir(save_dir: str | Path, iteration: int) -> Path:
@@ -98,9 +99,33 @@ def _rng_state():
                          ps.get_tensor_model_parallel_rank()), replica_id=ps.get_data_parallel_rank())
 
 
+def _prime_adam_state(optimizer) -> None:
+    """Give every parameter an Adam state (zeros, step 0) before loading into a fresh optimizer.
+
+    Megatron's DistributedOptimizer.state_dict() asserts a single shared 'step' when neither Apex nor TE is
+    installed (torch.optim.AdamW), but torch creates 'step' only at the first update, and Megatron's
+    init_state_fn does not: loading into a fresh distributed optimizer then fails. The loaded values replace
+    these zeros."""
+    import torch
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None:
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                if "step" not in st:
+                    st.setdefault("exp_avg", torch.zeros_like(p.data))
+                    st.setdefault("exp_avg_sq", torch.zeros_like(p.data))
+                    st["step"] = torch.tensor(0.0)
+
+
 def _sharded_state(model, optimizer, *, loading: bool, with_rng: bool) -> dict:
     sd = {"model": _unwrap(model).sharded_state_dict()}
     if optimizer is not None:
+        if loading:
+            _prime_adam_state(optimizer)
         sd["optimizer"] = optimizer.sharded_state_dict(sd["model"], is_loading=loading, metadata=OPTIM_METADATA)
     if with_rng:
         sd["rng_state"] = _rng_state()

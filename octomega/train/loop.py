@@ -88,16 +88,16 @@ class Trainer:
         model.config.finalize_model_grads_func = finalize_model_grads
         self.dp_rank, self.dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         self.start_step, self.meta = self._restore()
+        self.train_ds, self.valid_ds, self.blend, _ = build_datasets(
+            cfg, self.budget.steps * cfg.train.global_batch_size, self.dp)
+        if self.meta.get("resumed"):
+            check_resume_compatible(self.meta, cfg, blend_fingerprint(self.blend))
         peak, low = lr_bounds(cfg, self.meta.get("stable_lr"))
         self.scheduler = build_scheduler(self.optimizer, cfg, peak, low)
         if self.meta.get("resumed"):
             self.scheduler.load_state_dict(self.meta["scheduler"])
             check_resumed_scheduler(self.scheduler, cfg, peak, low)
-        self.peak_lr = peak
-        self.train_ds, self.valid_ds, self.blend, _ = build_datasets(
-            cfg, self.budget.steps * cfg.train.global_batch_size, self.dp)
-        if self.meta.get("resumed"):
-            check_resume_compatible(self.meta, cfg, blend_fingerprint(self.blend))
+        self.peak_lr, self.min_lr = peak, low
 
     def _restore(self) -> tuple[int, dict]:
         """Resume this run, or start a branch from another run's checkpoint, or from HF weights."""
@@ -106,6 +106,7 @@ class Trainer:
         if latest is not None:
             saved = json.loads((latest / ckpt.META).read_text())
             same_layout = saved.get("layout") == [cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp]
+            self._set_group_lr_bounds(saved)
             meta = ckpt.load_checkpoint(latest, self.model, optimizer=self.optimizer, load_rng=same_layout)
             self._print(f"resumed from {latest} (step {meta['iteration']})")
             return int(meta["iteration"]), {**meta, "resumed": True}
@@ -113,6 +114,7 @@ class Trainer:
             src = ckpt.resolve(cfg.init.from_checkpoint, cfg.init.iteration)
             src_meta = json.loads((src / ckpt.META).read_text())
             optimizer = None if cfg.init.reset_optimizer else self.optimizer
+            self._set_group_lr_bounds(src_meta)
             ckpt.load_checkpoint(src, self.model, optimizer=optimizer)
             stable_lr = (src_meta.get("config") or {}).get("optim", {}).get("lr")
             kept = "weights" if cfg.init.reset_optimizer else "weights and Adam moments"
@@ -124,6 +126,14 @@ class Trainer:
             load_hf_into_model(cfg.init.hf_path, [self.model.module])
             self._print(f"initialised from Hugging Face weights {cfg.init.hf_path}")
         return 0, {}
+
+    def _set_group_lr_bounds(self, saved_meta: dict) -> None:
+        """Megatron matches loaded param groups by a key that includes max_lr/min_lr: use the saved values
+        while loading (build_scheduler then sets this run's own)."""
+        bounds = saved_meta.get("lr_bounds")
+        if bounds:
+            for group in self.optimizer.param_groups:
+                group["max_lr"], group["min_lr"] = bounds
 
     def _print(self, msg: str) -> None:
         if self.is_writer:
@@ -151,7 +161,7 @@ class Trainer:
     def save(self, step: int) -> None:
         state = {"consumed_samples": step * self.cfg.train.global_batch_size,
                  "layout": [self.cfg.parallel.tp, self.cfg.parallel.pp, self.cfg.parallel.dp],
-                 "stable_lr": self.peak_lr, "wandb_id": self.logger.wandb_id, **identity(self.cfg, self.blend)}
+                 "stable_lr": self.peak_lr, "lr_bounds": [self.peak_lr, self.min_lr], "wandb_id": self.logger.wandb_id, **identity(self.cfg, self.blend)}
         path = ckpt.save_checkpoint(self.save_dir, step, self.model, optimizer=self.optimizer,
                                     scheduler=self.scheduler, state=state, config=self.cfg,
                                     keep_last=self.cfg.checkpoint.keep_last)

@@ -1,0 +1,107 @@
+"""Loading benchmark items: test files in DATA_DIR/<name>/test.jsonl, or the Hugging Face hub on request.
+
+Data directory, first found: an explicit ``data_dir``; the ``shared/benchmarks`` folder beside the repository
+(repo_root/../shared/benchmarks); the OCTOMEGA_BENCHMARKS environment variable. The hub is only contacted
+when the caller asks (``hub=True``, ``--hub`` on the command line), through the optional ``datasets`` package.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from octomega.eval.benchmarks import Benchmark, Item
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENV_VAR = "OCTOMEGA_BENCHMARKS"
+
+
+class BenchmarkDataError(ValueError):
+    """A benchmark's data is missing or malformed; the message says where and what to do."""
+
+
+def default_data_dir() -> Path | None:
+    shared = REPO_ROOT.parent / "shared" / "benchmarks"
+    if shared.is_dir():
+        return shared
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else None
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    d = Path(data_dir) if data_dir else default_data_dir()
+    if d is None:
+        raise BenchmarkDataError(
+            f"no benchmark data directory: pass --data-dir DIR (DIR/<benchmark>/test.jsonl), set {ENV_VAR}, "
+            "or use --hub to download from the Hugging Face hub")
+    if not d.is_dir():
+        raise BenchmarkDataError(f"benchmark data directory {str(d)!r} does not exist")
+    return d
+
+
+def test_file(bench: Benchmark, data_dir: Path) -> Path:
+    for candidate in (data_dir / bench.name / "test.jsonl", data_dir / f"{bench.name}.jsonl"):
+        if candidate.is_file():
+            return candidate
+    return data_dir / bench.name / "test.jsonl"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkDataError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(row, dict):
+                raise BenchmarkDataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def to_items(bench: Benchmark, rows: list[dict], where: str) -> list[Item]:
+    items = []
+    for i, row in enumerate(rows):
+        try:
+            items.append(bench.to_item(row, i))
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+            detail = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise BenchmarkDataError(
+                f"{where}, record {i + 1}: {detail}; fields present: {sorted(row)}. Is this the {bench.title} "
+                f"test set in the layout of shared/benchmarks/README.md?") from e
+    if not items:
+        raise BenchmarkDataError(f"{where}: no records")
+    return items
+
+
+def load_hub_rows(bench: Benchmark) -> list[dict]:
+    if bench.hub is None:
+        raise BenchmarkDataError(f"no hub source is known for {bench.name!r}; put its test file at "
+                                 f"DATA_DIR/{bench.name}/test.jsonl")
+    try:
+        import datasets
+    except ImportError as e:
+        raise BenchmarkDataError("--hub needs the `datasets` package: pip install datasets") from e
+    rows: list[dict] = []
+    for config in bench.hub.configs:
+        ds = datasets.load_dataset(bench.hub.path, config, split=bench.hub.split)
+        rows.extend(dict(r) for r in ds)
+    return rows
+
+
+def load_items(bench: Benchmark, data_dir: str | os.PathLike | None = None, *, hub: bool = False,
+               limit: int | None = None) -> list[Item]:
+    """Items of one benchmark in file order (the first ``limit`` when given)."""
+    if hub:
+        items = to_items(bench, load_hub_rows(bench), f"hub dataset {bench.hub.path if bench.hub else '?'}")
+    else:
+        path = test_file(bench, resolve_data_dir(data_dir))
+        if not path.is_file():
+            hint = f" or download it with --hub ({bench.hub.path})" if bench.hub else ""
+            raise BenchmarkDataError(f"benchmark {bench.name!r}: test file not found at {path}; pass --data-dir "
+                                     f"DIR with DIR/{bench.name}/test.jsonl{hint}")
+        items = to_items(bench, read_jsonl(path), str(path))
+    return items[:limit] if limit is not None else items

@@ -1,0 +1,51 @@
+"""Fixes for Megatron-Core 0.19.2 paths that octomega uses and that break without Apex/Transformer Engine
+(torch.optim.AdamW as the inner optimizer: CPU runs, and GPU runs without TE). Applied on every device.
+
+1. DistributedOptimizer.load_state_dict sets a tensor 'step' in every parameter's Adam state, and then
+   `_set_main_param_and_optimizer_states` copies every tensor of that state from the checkpoint, where the
+   fully reshardable format has no per-parameter 'step' (it is saved once, in param_groups): KeyError 'step'.
+   The patched copy skips the keys the checkpoint does not hold (the step was already restored).
+2. The same load_state_dict gives every parameter's state the SAME 'step' tensor object; torch's Adam then
+   increments it once per parameter per update, so bias correction after a resume is wrong (seen: a DP=2
+   distributed-optimizer checkpoint resumed at DP=1 diverged at the second step). Each state gets its own copy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_APPLIED = False
+
+
+def apply() -> None:
+    global _APPLIED
+    if _APPLIED:
+        return
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def _set_states(self, model_param, tensors):
+        if self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            return original(self, model_param, tensors)
+        group_index, group_order = self.model_param_group_index_map[model_param]
+        main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+        dst = {"param": main_param}
+        dst.update({k: v for k, v in self.optimizer.state[main_param].items() if isinstance(v, torch.Tensor)})
+        for key, tensor in dst.items():
+            src = tensors.get(key)
+            if isinstance(src, torch.Tensor):
+                tensor.copy_(src)
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = _set_states
+
+    original_load = DistributedOptimizer.load_state_dict
+
+    def _load_state_dict(self, state_dict):
+        original_load(self, state_dict)
+        for st in self.optimizer.state.values():
+            if isinstance(st.get("step"), torch.Tensor):
+                st["step"] = st["step"].detach().clone()
+
+    DistributedOptimizer.load_state_dict = _load_state_dict
+    _APPLIED = True
