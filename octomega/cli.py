@@ -36,7 +36,8 @@ def _train_parser() -> argparse.ArgumentParser:
                     "srun for several processes; a plain `octomega train` is a world of one.",
         epilog="Overrides: any config field as key.sub=value, e.g. optim.lr=3e-5 train.train_tokens=2e9 "
                "parallel.tp=2 model.recompute=selective. Token counts accept 2e9. `octomega recipes` lists recipes.")
-    p.add_argument("recipe", help="recipe name (see `octomega recipes`)")
+    p.add_argument("recipe", help="recipe name (see `octomega recipes`), or a saved config JSON such as a run's "
+                                  "config.json")
     p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     p.add_argument("--dry-run", action="store_true",
                    help="print and save the resolved config, the token budget, the LR at key steps and the "
@@ -47,9 +48,18 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(recipe_name: str, overrides: list[str]):
-    import recipes
+    """A recipe by name, or a saved config JSON (a run's config.json), with overrides applied."""
+    if recipe_name.endswith(".json"):
+        from octomega.config import RunConfig, from_dict
 
-    cfg = recipes.get(recipe_name)
+        path = Path(recipe_name)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        cfg = from_dict(RunConfig, json.loads(path.read_text()))
+    else:
+        import recipes
+
+        cfg = recipes.get(recipe_name)
     return apply_overrides(cfg, overrides)
 
 
@@ -107,7 +117,7 @@ def cmd_train(argv: list[str]) -> int:
     except (ConfigError, KeyError) as e:
         print(f"octomega train: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    if args.recipe.startswith("tiny_"):
+    if args.recipe.startswith("tiny_") and not cfg.data.mock:
         from recipes.tiny import ensure_data
 
         ensure_data(cfg)  # the tiny recipes build their synthetic corpora on first use

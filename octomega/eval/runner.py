@@ -7,6 +7,7 @@ one would have; every chunk is graded and appended to OUT/<benchmark>/samples.js
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -84,8 +85,6 @@ def eval_benchmark(generator: Generator, bench: Benchmark, items: list[Item], se
     if overwrite:
         samples_path.unlink(missing_ok=True)
     elif run_path.exists():
-        import json
-
         old = json.loads(run_path.read_text())
         if old != key:
             diff = {k: (old.get(k), v) for k, v in key.items() if old.get(k) != v}

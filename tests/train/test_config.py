@@ -1,0 +1,105 @@
+"""Config overrides, validation errors, token-budget arithmetic, the dry run and the FLOP formula."""
+
+from __future__ import annotations
+
+import pytest
+
+from octomega.cli import dry_run_report, main, resolve_config
+from octomega.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict, validate
+from octomega.train.flops import flops_per_batch
+from octomega.train.schedule import budget, lr_at
+from recipes.paper import llama_model
+
+
+def test_overrides_coerce_types_and_nested_sections():
+    cfg = apply_overrides(RunConfig(), ["optim.lr=3e-5", "train.train_tokens=2e9", "parallel.tp=2",
+                                        "model.rope_scaling.factor=8", "checkpoint.allow_changes=blend,seq_length",
+                                        "logging.wandb=false", "optim.min_lr=none"])
+    assert cfg.optim.lr == 3e-5 and cfg.train.train_tokens == 2_000_000_000 and cfg.parallel.tp == 2
+    assert cfg.model.rope_scaling.factor == 8.0 and cfg.model.rope_scaling.low_freq_factor == 1.0
+    assert cfg.checkpoint.allow_changes == ["blend", "seq_length"] and cfg.logging.wandb is False
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "no field 'lrr'"),
+    ("nosuch.x=1", "no field 'nosuch'"),
+    ("train.global_batch_size=abc", "expected an integer"),
+    ("train.global_batch_size=1.5", "expected an integer"),
+    ("model.fp8=fp4", "expected one of none, hybrid, e4m3"),
+    ("logging.wandb=maybe", "expected true or false"),
+    ("optim.lr", "expected key.sub=value"),
+    ("optim.lr.x=1", "is a value, not a section"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(RunConfig(), [override])
+
+
+@pytest.mark.parametrize("overrides, world, message", [
+    (["train.global_batch_size=10", "train.micro_batch_size=4"], 1, "not divisible by train.micro_batch_size x dp"),
+    (["train.global_batch_size=16", "train.micro_batch_size=4"], 8, r"micro_batch_size x dp = 4 x 8"),
+    (["parallel.tp=3"], 3, "does not divide model.num_attention_heads"),
+    (["parallel.tp=4", "model.num_attention_heads=8", "model.num_query_groups=2"], 4, "num_query_groups"),
+    (["parallel.pp=3"], 3, "does not divide model.num_layers"),
+    (["parallel.tp=2"], 3, "world size 3 is not divisible"),
+    (["parallel.dp=4"], 2, "parallel.dp=4 but 2 processes"),
+    (["train.seq_length=100000"], 1, "exceeds model.max_position_embeddings"),
+    (["optim.warmup_tokens=1e9"], 1, "warmup_tokens covers"),
+    (["train.stage=decay", "optim.lr=none"], 1, "reads the LR from init.from_checkpoint"),
+    (["data.reset_attention_mask=true"], 1, "THD packed format"),
+    (["data.reset_position_ids=true"], 1, "ignores position_ids"),
+    (["checkpoint.allow_changes=vocab"], 1, "unknown item 'vocab'"),
+])
+def test_inconsistent_layouts_fail_before_any_work(overrides, world, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(apply_overrides(RunConfig(), overrides), world)
+
+
+def test_paper_budget_rounds_up_to_whole_steps():
+    cfg = resolve_config("llama32_3b_stable", [])
+    b = budget(validate(cfg, 64))
+    assert b.tokens_per_step == 512 * 8192 == 4_194_304
+    assert b.steps == 47_684  # 200e9 / 4,194,304 = 47,683.7
+    assert b.tokens == 47_684 * 4_194_304 > 200_000_000_000
+    report = dry_run_report(resolve_config("llama32_3b_stable", []), 64)
+    assert "47,683.7 steps -> 47,684 steps" in report and "200,001,191,936" in report
+    assert "theoretical memory per GPU" in report and "GiB" in report
+
+
+def test_decay_lr_curve_from_the_real_scheduler():
+    cfg = apply_overrides(RunConfig(), ["train.stage=decay", "optim.lr=1e-3", "optim.min_lr_ratio=0.1",
+                                        "train.train_tokens=40960", "train.global_batch_size=16",
+                                        "train.micro_batch_size=16"])
+    steps = budget(validate(cfg, 1)).steps
+    assert steps == 10
+    import math
+
+    got = lr_at(cfg, list(range(steps + 1)), 1e-3, 1e-4)
+    want = [1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * k / steps)) for k in range(steps + 1)]
+    assert got == pytest.approx(want, rel=1e-12)
+    cfg.optim.decay_style = "linear"
+    assert lr_at(cfg, [5], 1e-3, 1e-4)[0] == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+
+
+def test_megatron_flop_formula_reproduces_published_llama3_8b_figure():
+    """Llama-3-8B at seq 8192, 14,451 tokens/s per GPU is 744 TFLOP/s per GPU (Megatron's formula)."""
+    f = flops_per_batch(llama_model("8b"), 8192, 1)
+    assert f / 8192 * 14451 / 1e12 == pytest.approx(744, abs=0.5)
+
+
+def test_every_paper_recipe_dry_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("OCTOMEGA_RUNS", str(tmp_path))
+    for size in ("llama32_1b", "llama32_3b", "llama31_8b"):
+        for stage in ("stable", "decay_long", "decay_short", "decay_hybrid"):
+            assert main(["train", f"{size}_{stage}", "--dry-run", "--world-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "4,769 steps" in out and "47,684 steps" in out
+    assert "peak = the LR of" in out  # decay branches read their LR from the stable checkpoint
+
+
+def test_cli_reports_config_errors(capsys):
+    assert main(["train", "tiny_stable", "parallel.tp=3", "--dry-run"]) == 2
+    assert "does not divide model.num_attention_heads" in capsys.readouterr().err
+    assert main(["train", "no_such_recipe"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
