@@ -21,6 +21,7 @@ from octomega.train.callbacks import ExitSignal, MetricsLogger, Throughput
 from octomega.train.data import blend_fingerprint, build_datasets, train_iterator, valid_iterator
 from octomega.train.flops import detect_peak_flops, flops_per_batch
 from octomega.train.resume import check_resume_compatible, identity
+from octomega.train.setup import build_ddp_model_and_optimizer
 from octomega.train.schedule import budget, build_scheduler, check_resumed_scheduler, lr_bounds
 
 
@@ -58,10 +59,6 @@ def _reduce_loss(losses: list[dict], device) -> float:
 class Trainer:
     def __init__(self, cfg: RunConfig):
         from megatron.core import parallel_state as ps
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
-        from octomega.model import build_model
 
         self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
         self.cfg = validate(cfg, self.rt.world_size)
@@ -73,19 +70,8 @@ class Trainer:
             (self.run_dir / "config.json").write_text(to_json(cfg))
         self.budget = budget(cfg)
         self.dtype = precision_dtype(cfg, use_gpu())
-        model = build_model(cfg.model, cfg.parallel, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
-        model.config.calculate_per_token_loss = True
-        self.ddp_config = DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, overlap_grad_reduce=False,
-            use_distributed_optimizer=cfg.parallel.distributed_optimizer)
-        self.model = DistributedDataParallel(config=model.config, ddp_config=self.ddp_config, module=model)
-        o = cfg.optim
-        self.optimizer = get_megatron_optimizer(OptimizerConfig(
-            optimizer="adam", lr=o.lr or 0.0, min_lr=0.0, weight_decay=o.weight_decay, adam_beta1=o.adam_beta1,
-            adam_beta2=o.adam_beta2, adam_eps=o.adam_eps, clip_grad=o.clip_grad, bf16=self.dtype == torch.bfloat16,
-            params_dtype=self.dtype, use_distributed_optimizer=cfg.parallel.distributed_optimizer), [self.model])
-        model.config.no_sync_func = self.model.no_sync
-        model.config.finalize_model_grads_func = finalize_model_grads
+        self.model, self.optimizer = build_ddp_model_and_optimizer(
+            cfg.model, cfg.parallel, cfg.optim, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
         self.dp_rank, self.dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         self.start_step, self.meta = self._restore()
         self.train_ds, self.valid_ds, self.blend, _ = build_datasets(

@@ -1,0 +1,36 @@
+"""Build the trainable objects shared by pre-training and the RL stage: model (Megatron DDP) and optimizer."""
+
+from __future__ import annotations
+
+import torch
+
+from octomega.config import ModelConfig, OptimConfig, ParallelConfig
+
+
+def build_ddp_model_and_optimizer(model_cfg: ModelConfig, parallel: ParallelConfig, optim: OptimConfig, *,
+                                  dtype: torch.dtype, on_gpu: bool, device: torch.device,
+                                  per_token_loss: bool = True, post_process_hook=None):
+    """(DDP-wrapped GPTModel, Megatron optimizer). `per_token_loss`: the loss function returns (sum, tokens)
+    and gradients are divided by the global token count (Megatron's calculate_per_token_loss), so they do not
+    depend on how a batch is split into micro-batches or data-parallel ranks.
+    `post_process_hook(model)`: called on the bare GPTModel before wrapping (e.g. to add a value head)."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    from octomega.model import build_model
+
+    model = build_model(model_cfg, parallel, dtype=dtype, on_gpu=on_gpu, device=device)
+    if post_process_hook is not None:
+        post_process_hook(model)
+    model.config.calculate_per_token_loss = per_token_loss
+    ddp_config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+                                               use_distributed_optimizer=parallel.distributed_optimizer)
+    ddp = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
+    optimizer = get_megatron_optimizer(OptimizerConfig(
+        optimizer="adam", lr=optim.lr or 0.0, min_lr=0.0, weight_decay=optim.weight_decay,
+        adam_beta1=optim.adam_beta1, adam_beta2=optim.adam_beta2, adam_eps=optim.adam_eps,
+        clip_grad=optim.clip_grad, bf16=dtype == torch.bfloat16, params_dtype=dtype,
+        use_distributed_optimizer=parallel.distributed_optimizer), [ddp])
+    model.config.no_sync_func = ddp.no_sync
+    model.config.finalize_model_grads_func = finalize_model_grads
+    return ddp, optimizer
