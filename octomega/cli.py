@@ -132,7 +132,8 @@ def cmd_train(argv: list[str]) -> int:
         from octomega.runtime import shutdown
 
         shutdown()
-    print(json.dumps(result), flush=True)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(result), flush=True)
     return 0
 
 
@@ -147,7 +148,20 @@ def cmd_recipes(argv: list[str]) -> int:
     return 0
 
 
+def _quiet_library_warnings() -> None:
+    """Megatron-Core and friends warn at import about optional kernels (Apex, TE, flash-attn) and experimental
+    modules; the lines repeat per process. Known, harmless: hide them (OCTOMEGA_WARNINGS=1 shows them)."""
+    import warnings
+
+    if os.environ.get("OCTOMEGA_WARNINGS") != "1":
+        for module in ("megatron", "transformer_engine", "torch.distributed.checkpoint", "datatrove"):
+            warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": "train a recipe", "recipes": "list the recipes",
                 **{k: v[1] for k, v in DELEGATES.items()}}
