@@ -18,3 +18,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory):
+    """The tiny recipes' synthetic corpora (data_prep.synth -> tokenize -> mix), built once per session.
+    Returns the root to use as OCTOMEGA_TINY_ROOT (blends under <root>/data/blends)."""
+    from recipes.tiny import ensure_data
+
+    root = tmp_path_factory.mktemp("tiny_root")
+    ensure_data(root=root)
+    return root
