@@ -136,3 +136,11 @@ def ensure_data(cfg: RunConfig | None = None, root: Path | None = None) -> Path:
               "--weights", weights, "--train-tokens", str(budget.get(stage, DECAY_STEPS * TOKENS_PER_STEP)),
               "--out", str(blends / f"{stage}.json")])
     return data
+
+
+if __name__ == "__main__":  # `python -m recipes.tiny data`: build the tiny corpora (the pipeline's first stage)
+    import sys
+
+    if sys.argv[1:] != ["data"]:
+        sys.exit("usage: python -m recipes.tiny data   (builds $OCTOMEGA_TINY_ROOT/data, default runs/tiny/data)")
+    print(f"tiny data ready under {ensure_data()}")

@@ -182,7 +182,7 @@ class Trainer:
                                        "tokens": step * b.tokens_per_step, "skipped": not ok, **speed.report()})
             if self.valid_ds and ((cfg.train.valid_interval and step % cfg.train.valid_interval == 0)
                                   or step == b.steps):
-                self.logger.log(step, self.validate(), kind="valid")
+                self.logger.log(step, {**self.validate(), "tokens": step * b.tokens_per_step}, kind="valid")
             interrupted = signals.any_rank()
             if (cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0) or interrupted:
                 self.save(step)

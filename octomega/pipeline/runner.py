@@ -1,0 +1,112 @@
+"""A small stage runner: a DAG of commands, run as subprocesses up to `jobs` at a time, skipping finished stages.
+
+Each stage writes OUT/logs/<stage>.log; a stage counts as finished only when its command exited 0 and the runner
+wrote OUT/stages/<stage>.done (with its duration). `--from STAGE` deletes the done markers of that stage and of
+every stage that depends on it, so they run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    deps: list[str] = field(default_factory=list)
+    threads: int = 1  # OMP/torch threads for the stage's process
+    env: dict = field(default_factory=dict)
+    what: str = ""  # one line for the progress output
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def downstream(stages: list[Stage], start: str) -> set[str]:
+    names = {s.name for s in stages}
+    if start not in names:
+        raise KeyError(f"unknown stage {start!r}; stages: {', '.join(s.name for s in stages)}")
+    out, changed = {start}, True
+    while changed:
+        changed = False
+        for s in stages:
+            if s.name not in out and out.intersection(s.deps):
+                out.add(s.name)
+                changed = True
+    return out
+
+
+class Runner:
+    def __init__(self, stages: list[Stage], out: Path, *, jobs: int = 2):
+        self.stages, self.out, self.jobs = stages, out, max(1, jobs)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "stages").mkdir(parents=True, exist_ok=True)
+
+    def done_marker(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.done"
+
+    def is_done(self, name: str) -> bool:
+        return self.done_marker(name).exists()
+
+    def reset_from(self, start: str) -> list[str]:
+        redo = downstream(self.stages, start)
+        for name in redo:
+            self.done_marker(name).unlink(missing_ok=True)
+        return sorted(redo)
+
+    def _start(self, s: Stage) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), OCTOMEGA_THREADS=str(s.threads),
+                   MKL_NUM_THREADS=str(s.threads), **s.env)
+        log = open(self.out / "logs" / f"{s.name}.log", "w")
+        log.write("$ " + " ".join(s.cmd) + "\n")
+        log.flush()
+        return subprocess.Popen(s.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def run(self) -> dict[str, float]:
+        pending = [s for s in self.stages if not self.is_done(s.name)]
+        skipped = [s.name for s in self.stages if self.is_done(s.name)]
+        if skipped:
+            print(f"[pipeline] already done (skipped): {', '.join(skipped)}", flush=True)
+        running: dict[str, tuple[subprocess.Popen, float, Stage]] = {}
+        durations: dict[str, float] = {}
+        t_start = time.perf_counter()
+        while pending or running:
+            for s in list(pending):
+                if len(running) >= self.jobs:
+                    break
+                if all(self.is_done(d) for d in s.deps):
+                    pending.remove(s)
+                    print(f"[pipeline] start {s.name}: {s.what or ' '.join(s.cmd[-3:])}", flush=True)
+                    running[s.name] = (self._start(s), time.perf_counter(), s)
+            for name, (proc, t0, s) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                del running[name]
+                dt = time.perf_counter() - t0
+                if rc != 0:
+                    for p, _, _ in running.values():
+                        p.terminate()
+                    tail = (self.out / "logs" / f"{name}.log").read_text().splitlines()[-25:]
+                    raise StageFailed(f"stage {name} failed (exit {rc}) after {dt:.0f} s; last lines of "
+                                      f"{self.out / 'logs' / (name + '.log')}:\n" + "\n".join(tail))
+                self.done_marker(name).write_text(json.dumps({"seconds": dt, "finished": time.time()}))
+                durations[name] = dt
+                print(f"[pipeline] done  {name} in {dt:.0f} s (total {time.perf_counter() - t_start:.0f} s)",
+                      flush=True)
+            if pending and not running and not any(all(self.is_done(d) for d in s.deps) for s in pending):
+                raise StageFailed("stages cannot start (missing dependencies): " + ", ".join(s.name for s in pending))
+            time.sleep(0.2)
+        return durations
+
+
+def python_m(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
