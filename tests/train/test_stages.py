@@ -96,3 +96,24 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_cleanly(tmp_path):
     latest = ckpt.latest_complete(run)
     assert latest is not None and latest.name == f"iter_{status['step']:07d}"
     assert "saving a checkpoint after this step" in output
+
+
+def _wandb_resume(rank, d):
+    import os
+
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    train(tiny_cfg(d, "logging.wandb=true", "train.exit_after_steps=2"))
+    train(tiny_cfg(d, "logging.wandb=true"))
+    from octomega.train import checkpoint as ckpt
+
+    return [json.loads((ckpt.iter_dir(d / "checkpoints", it) / ckpt.META).read_text())["wandb_id"]
+            for it in ckpt.complete_iterations(d / "checkpoints")]
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path):
+    """wandb offline: the run id is saved in every checkpoint and reused by the resumed process."""
+    ids = run_distributed(_wandb_resume, 1, args=(tmp_path / "wb",), timeout=300)[0]
+    assert len(ids) == 5 and ids[0] and len(set(ids)) == 1
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(ids[0]) for r in runs)
