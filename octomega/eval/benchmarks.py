@@ -155,7 +155,8 @@ def _tabmwp(r, i):
 
 def _college_math(r, i):
     ans = r["answer"].strip().strip("$")
-    return Item(str(r.get("question_number", i)), r["question"], split_math_answers(r["question"], [harness_strip(ans)]),
+    return Item(f"{r.get('data_source', '')}:{r.get('question_number', i)}", r["question"],
+                split_math_answers(r["question"], [harness_strip(ans)]),
                 {"subject": r.get("data_topic")})
 
 

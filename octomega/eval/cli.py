@@ -49,7 +49,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="rows per forward pass (hf; megatron if it accepts it)")
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", help="hf backend device (default cuda if available)")
-    p.add_argument("--tensor-parallel-size", type=int, help="vllm (and megatron) tensor parallelism")
+    p.add_argument("--tensor-parallel-size", type=int, help="vllm tensor parallelism (megatron: from torchrun)")
     p.add_argument("--data-dir", help="DIR/<benchmark>/test.jsonl (default: ../shared/benchmarks or "
                                       "$OCTOMEGA_BENCHMARKS)")
     p.add_argument("--hub", action="store_true", help="download test sets from the Hugging Face hub (needs datasets)")
@@ -66,8 +66,9 @@ def _generator_kwargs(args) -> dict:
         kw = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
     elif args.backend == "vllm":
         kw = {"tensor_parallel_size": args.tensor_parallel_size, "dtype": args.dtype, "seed": args.seed}
-    else:  # megatron (or a user-registered backend): only what the user set explicitly
-        kw = {"batch_size": args.batch_size, "tensor_parallel_size": args.tensor_parallel_size}
+    else:  # megatron (or a user-registered backend): only what the user set explicitly. Megatron's tensor
+        # parallelism comes from its parallel state (torchrun + octomega.runtime), not from a keyword.
+        kw = {"batch_size": args.batch_size, "dtype": args.dtype}
     return {k: v for k, v in kw.items() if v is not None}
 
 

@@ -1,7 +1,7 @@
 """Loading benchmark items: test files in DATA_DIR/<name>/test.jsonl, or the Hugging Face hub on request.
 
-Data directory, first found: an explicit ``data_dir``; the ``shared/benchmarks`` folder beside the repository
-(repo_root/../shared/benchmarks); the OCTOMEGA_BENCHMARKS environment variable. The hub is only contacted
+Data directory, first found: an explicit ``data_dir``; the OCTOMEGA_BENCHMARKS environment variable; the
+``shared/benchmarks`` folder beside the repository (repo_root/../shared/benchmarks). The hub is only contacted
 when the caller asks (``hub=True``, ``--hub`` on the command line), through the optional ``datasets`` package.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ class BenchmarkDataError(ValueError):
 
 
 def default_data_dir() -> Path | None:
-    shared = REPO_ROOT.parent / "shared" / "benchmarks"
-    if shared.is_dir():
-        return shared
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else None
+    if env:
+        return Path(env)
+    shared = REPO_ROOT.parent / "shared" / "benchmarks"
+    return shared if shared.is_dir() else None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -74,6 +74,11 @@ def to_items(bench: Benchmark, rows: list[dict], where: str) -> list[Item]:
                 f"test set in the layout of shared/benchmarks/README.md?") from e
     if not items:
         raise BenchmarkDataError(f"{where}: no records")
+    seen: set[str] = set()
+    for i, it in enumerate(items):  # ids key the resume file: make repeated ones unique by their position
+        if it.id in seen:
+            it.id = f"{it.id}@{i}"
+        seen.add(it.id)
     return items
 
 

@@ -17,6 +17,7 @@ choice, mmlu, ocw, tabmwp); "rl-zeroshot" extracts the last \\boxed{} and scores
 from __future__ import annotations
 
 import re
+import threading
 
 from octomega.eval import extract as ex
 from octomega.eval import harness as hs
@@ -28,6 +29,30 @@ from octomega.eval.timeouts import run_with_timeout
 HARNESS_TIMEOUT_S = 15.0  # the harness's pebble pool gives each item 15 s
 MV_TIMEOUT_S = 5.0  # math-verify's own default per parse/verify call
 _MISSING = {ex.NO_ANSWER, "placeholder", "[invalidanswer]", ""}
+
+
+_LOADED = threading.Event()
+_LOAD_LOCK = threading.Lock()
+
+
+def ensure_loaded() -> None:
+    """Import sympy / latex2sympy / math-verify and warm their caches in the calling thread, once.
+
+    The first import takes seconds: inside a timed grading call it would eat the timeout (a wrong verdict) and
+    an interrupted import could leave a half-initialised module behind.
+    """
+    if _LOADED.is_set():
+        return
+    with _LOAD_LOCK:
+        if not _LOADED.is_set():
+            import sympy  # noqa: F401
+            from latex2sympy2_extended import latex2sympy
+            from math_verify import parse, verify
+
+            verify(parse("$\\frac{1}{2}$", parsing_timeout=None), parse("0.5", parsing_timeout=None),
+                   timeout_seconds=None)
+            latex2sympy("x^2")
+            _LOADED.set()
 
 
 def _bench(benchmark: str | Benchmark) -> Benchmark:
@@ -108,6 +133,7 @@ def grade(pred: str, gold: str | list[str], benchmark: str | Benchmark, *, quest
           suite: str = "base-fewshot", timeout_s: float | None = HARNESS_TIMEOUT_S) -> bool:
     """Harness-style verdict on a completion. A grader that runs past timeout_s counts as wrong."""
     bench = _bench(benchmark)
+    ensure_loaded()
     if suite == "rl-zeroshot":
         return _zeroshot_verdict(pred, gold, bench, timeout_s)
     verdict, _ = run_with_timeout(_harness_verdict, pred, gold, bench, question, timeout_s=timeout_s, default=False)
@@ -141,6 +167,7 @@ def _mv_verdict(pred_text: str, gold: str, letters: str | None) -> bool:
 def math_verify_grade(pred_text: str, gold: str | list[str], timeout_s: float | None = MV_TIMEOUT_S, *,
                       letters: str | None = None) -> bool:
     """math-verify's verdict on a completion; ``letters`` (e.g. "ABCD") for multiple choice."""
+    ensure_loaded()
     verdict, _ = run_with_timeout(_mv_verdict, pred_text, gold_text(gold), letters, timeout_s=timeout_s, default=False)
     return bool(verdict)
 
@@ -158,6 +185,7 @@ def answers_equivalent(pred: str, gold: str, timeout_s: float | None = MV_TIMEOU
     Hendrycks-normalised string match (a cascade: any step that matches counts)."""
     if pred.strip().lower() == gold.strip().lower():
         return True
+    ensure_loaded()
     ok, _ = run_with_timeout(_mv_pair, minerva_normalize(pred), minerva_normalize(gold), timeout_s=timeout_s,
                              default=False)
     if ok:

@@ -172,7 +172,8 @@ def _plot(path, runs, labels, benches, titles, metric, common, averages, verdict
             m = metric(run, b)
             if m is None or m[0] is None:
                 continue
-            xs.append(g), ys.append(100 * m[0]), lo.append(100 * (m[0] - m[1][0])), hi.append(100 * (m[1][1] - m[0]))
+            xs.append(g), ys.append(100 * m[0])
+            lo.append(max(0.0, 100 * (m[0] - m[1][0]))), hi.append(max(0.0, 100 * (m[1][1] - m[0])))
         pos = [x - 0.4 + width * (k + 0.5) for x in xs]
         bars = ax.bar(pos, ys, width, yerr=[lo, hi], capsize=2, label=label, error_kw={"elinewidth": 0.8})
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)

@@ -43,6 +43,17 @@ def check_hf_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """torch.bfloat16 or "bfloat16" / "bf16" / "fp32"... -> torch dtype (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "fp64": "float64"}.get(
+        str(dtype), str(dtype))
+    if not isinstance(getattr(torch, name, None), torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or float64")
+    return getattr(torch, name)
+
+
 def stop_token_ids_for(tokenizer, model=None) -> list[int]:
     """EOS ids of the tokenizer and the model's generation config, plus Llama-3's stop tokens when in the vocab."""
     ids: set[int] = set()
@@ -82,22 +93,20 @@ class HFGenerator(Generator):
         if isinstance(model, (str, os.PathLike)):
             path = check_hf_model_dir(model)
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            if isinstance(dtype, str):
-                dtype = getattr(torch, dtype)
-            dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+            dtype = torch_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
             kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw).to(device)
-        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw).to(device).eval()
+        else:  # a live model (e.g. the RL actor): used in place, in eval mode only while generating
             if tokenizer is None:
                 raise ValueError("HFGenerator with a live model needs its tokenizer: HFGenerator(model, tokenizer=tok)")
             if device is not None:
                 model = model.to(device)
             if dtype is not None:
-                model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+                model = model.to(torch_dtype(dtype))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.device = next(model.parameters()).device
         self.stop_token_ids = list(stop_token_ids) if stop_token_ids is not None else stop_token_ids_for(tokenizer, model)
         self.pad_token_id = pad_token_id_for(tokenizer)
@@ -113,16 +122,24 @@ class HFGenerator(Generator):
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         encoded = self.encode(prompts)
+        if any(not ids for ids in encoded):
+            raise ValueError("a prompt encodes to no tokens (empty prompt and no BOS): give it at least one token")
         n_draw = 1 if params.greedy else params.n  # greedy samples are identical: compute once, copy
         rows = [(i, j) for i in range(len(prompts)) for j in range(n_draw)]
         rows.sort(key=lambda r: -len(encoded[r[0]]))  # similar lengths share a batch: less padding
         results: dict[tuple[int, int], Completion] = {}
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            for (i, j), (ids, lps, reason) in zip(chunk, self._decode([encoded[i] for i, _ in chunk], chunk, params)):
-                text, ids, lps, cut = truncate_at_stop(self.decode, ids, lps, params.stop)
-                results[(i, j)] = Completion(prompt_index=i, sample_index=j, text=text, token_ids=ids,
-                                             logprobs=lps, finish_reason="stop" if cut else reason)
+        was_training = self.model.training
+        self.model.eval()  # no dropout while generating; a live model gets its mode back below
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                decoded = self._decode([encoded[i] for i, _ in chunk], chunk, params)
+                for (i, j), (ids, lps, reason) in zip(chunk, decoded):
+                    text, ids, lps, cut = truncate_at_stop(self.decode, ids, lps, params.stop)
+                    results[(i, j)] = Completion(prompt_index=i, sample_index=j, text=text, token_ids=ids,
+                                                 logprobs=lps, finish_reason="stop" if cut else reason)
+        finally:
+            self.model.train(was_training)
         out = []
         for i in range(len(prompts)):
             samples = [results[(i, j if j < n_draw else 0)] for j in range(params.n)]

@@ -29,7 +29,7 @@ def vllm_sampling_kwargs(params: SamplingParams, prompt_index: int, stop_token_i
     """Keyword arguments of vllm.SamplingParams for one prompt."""
     greedy = params.greedy
     return {
-        "n": params.n,
+        "n": 1 if greedy else params.n,  # greedy samples are identical (and vLLM may refuse n > 1 greedy)
         "temperature": 0.0 if greedy else params.temperature,
         "top_p": 1.0 if greedy else params.top_p,
         "max_tokens": params.max_new_tokens,
@@ -97,6 +97,8 @@ class VLLMGenerator(Generator):
         results = []
         for i, request in enumerate(outputs):
             samples = sorted(request.outputs, key=lambda o: getattr(o, "index", 0))
+            if params.greedy:
+                samples = samples[:1] * params.n
             comps = []
             for j, o in enumerate(samples):
                 ids = list(o.token_ids)

@@ -1,0 +1,78 @@
+"""Fixtures for evaluation tests: the shared benchmark files, a synthetic tiny_arith set and a tiny random
+Llama with its tokenizer (built here, never downloaded)."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from octomega.eval.data import default_data_dir
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    d = default_data_dir()
+    if d is None or not (d / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip("the shared benchmark files (../shared/benchmarks or $OCTOMEGA_BENCHMARKS) are not available")
+    return d
+
+
+def write_tiny_arith(path, n=24, seed=0):
+    """A data_prep.synth-shaped tiny_arith file: {"id","question","answer","level"}, integer answers."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i in range(n):
+            a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(1, 9)
+            level = 1 + i % 3
+            q = f"Ann has {a} pens and gets {b} more." + (f" She gives away {c}." if level > 1 else "") + \
+                " How many pens does Ann have?"
+            ans = a + b - (c if level > 1 else 0)
+            f.write(json.dumps({"id": f"ta-{i}", "question": q, "answer": str(ans), "level": level}) + "\n")
+    return path
+
+
+@pytest.fixture
+def bench_dir(tmp_path, shared_dir):
+    """A data dir with the shared benchmarks (symlinked) plus tiny_arith."""
+    d = tmp_path / "benchmarks"
+    d.mkdir()
+    for sub in shared_dir.iterdir():
+        if sub.is_dir():
+            (d / sub.name).symlink_to(sub)
+    write_tiny_arith(d / "tiny_arith" / "test.jsonl")
+    return d
+
+
+@pytest.fixture
+def tiny_arith_dir(tmp_path):
+    d = tmp_path / "tiny_benchmarks"
+    write_tiny_arith(d / "tiny_arith" / "test.jsonl")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+
+    from octomega.generate.tiny import build_tiny_llama
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny model gains nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
+    threads make it 10-20x slower; restored after each test."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,100 @@
+"""Loaders for the shared benchmark layout, and clear errors for bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from octomega.eval import data as data_mod
+from octomega.eval.benchmarks import BENCHMARKS, DEFAULT_SUITE, get_benchmark
+from octomega.eval.data import BenchmarkDataError, load_items, resolve_data_dir
+
+# Items per shared file (the paper's counts, except MathQA's 1000-problem OctoThinker subset: same).
+SHARED = {"gsm8k": 1319, "math500": 500, "olympiadbench": 675, "amc23": 40, "sat_math": 32, "ocw": 272,
+          "mmlu_stem": 3018, "mathqa": 1000, "svamp": 1000, "asdiv": 2215, "mawps": 2065, "aime24": 30,
+          "minerva_math": 272, "college_math": 2818}
+
+
+def test_registry_has_the_13_benchmarks_plus_aime24():
+    paper = {"gsm8k", "math", "math500", "olympiadbench", "amc23", "sat_math", "ocw", "mmlu_stem", "mathqa",
+             "svamp", "tabmwp", "asdiv", "mawps"}
+    assert paper | {"aime24"} == set(DEFAULT_SUITE)
+    assert {"tiny_arith", "minerva_math", "college_math"} <= set(BENCHMARKS)
+    assert get_benchmark("OlympiadBench").name == "olympiadbench" and get_benchmark("sat").name == "sat_math"
+    assert get_benchmark("amc23").small and get_benchmark("aime24").small and not get_benchmark("gsm8k").small
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm9k'; known: gsm8k"):
+        get_benchmark("gsm9k")
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_shared_files_load(name, shared_dir):
+    bench = get_benchmark(name)
+    items = load_items(bench, shared_dir)
+    assert len(items) == SHARED[name]
+    assert len({it.id for it in items}) == len(items), "ids must be unique (resume keys)"
+    for it in items:
+        assert it.question.strip()
+        gold = it.gold if isinstance(it.gold, list) else [it.gold]
+        assert gold and all(isinstance(g, str) and g != "" for g in gold)
+    if bench.is_choice:
+        assert {it.gold.upper() for it in items} <= set(bench.letters)
+        assert all("What of the following is the right choice?" in it.question for it in items)
+    assert len(load_items(bench, shared_dir, limit=5)) == 5
+
+
+def test_specific_gold_parsing(shared_dir):
+    gsm = load_items(get_benchmark("gsm8k"), shared_dir, limit=1)[0]
+    assert gsm.gold == "18" and "The answer is 18." in gsm.solution and "<<" not in gsm.solution
+    assert load_items(get_benchmark("asdiv"), shared_dir, limit=1)[0].gold == "9"  # "9 (apples)"
+    assert load_items(get_benchmark("mmlu_stem"), shared_dir, limit=1)[0].gold == "C"  # answer index 2
+    sat = load_items(get_benchmark("sat_math"), shared_dir, limit=1)[0]
+    assert sat.question.endswith("(A) $f(-6)=0$ (B) $f(6)=-6$ (C) $f(-6)=6$ (D) $f(0)=-6$")
+    mathqa = load_items(get_benchmark("mathqa"), shared_dir, limit=1)[0]
+    assert mathqa.question.startswith("If log 8 x") and mathqa.question.endswith("(A) 12, (B) 16, (C) 18, (D) 24, (E) 26")
+    assert load_items(get_benchmark("math500"), shared_dir, limit=1)[0].gold == ["(3,\\frac{\\pi}{2})"]
+    assert load_items(get_benchmark("minerva_math"), shared_dir, limit=1)[0].gold == ["1.6"]  # from the solution
+
+
+def test_tiny_arith_layout(tiny_arith_dir):
+    items = load_items(get_benchmark("tiny_arith"), tiny_arith_dir)
+    assert len(items) == 24 and items[0].meta["level"] == 1 and items[0].gold.isdigit()
+
+
+def test_missing_and_malformed_files(tmp_path):
+    bench = get_benchmark("gsm8k")
+    with pytest.raises(BenchmarkDataError, match=r"test file not found at .*gsm8k/test.jsonl.*--hub \(openai/gsm8k\)"):
+        load_items(bench, tmp_path)
+    with pytest.raises(BenchmarkDataError, match="does not exist"):
+        load_items(bench, tmp_path / "nowhere")
+    f = tmp_path / "gsm8k" / "test.jsonl"
+    f.parent.mkdir()
+    f.write_text(json.dumps({"question": "q", "answer": "x #### 1"}) + "\n{not json\n")
+    with pytest.raises(BenchmarkDataError, match=r"test.jsonl, line 2: not valid JSON"):
+        load_items(bench, tmp_path)
+    f.write_text(json.dumps({"question": "q", "answer": "x #### 1"}) + "\n" + json.dumps({"problem": "p"}) + "\n")
+    with pytest.raises(BenchmarkDataError, match=r"record 2: missing field 'answer'; fields present: \['problem'\]"):
+        load_items(bench, tmp_path)
+    f.write_text("[1, 2]\n")
+    with pytest.raises(BenchmarkDataError, match="expected a JSON object"):
+        load_items(bench, tmp_path)
+    f.write_text("\n")
+    with pytest.raises(BenchmarkDataError, match="no records"):
+        load_items(bench, tmp_path)
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+    assert resolve_data_dir(tmp_path) == tmp_path
+    monkeypatch.setattr(data_mod, "REPO_ROOT", tmp_path / "repo")  # no shared/ beside this fake repo
+    monkeypatch.setenv("OCTOMEGA_BENCHMARKS", str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path
+    monkeypatch.delenv("OCTOMEGA_BENCHMARKS")
+    with pytest.raises(BenchmarkDataError, match="--data-dir"):
+        resolve_data_dir(None)
+    (tmp_path / "shared" / "benchmarks").mkdir(parents=True)
+    monkeypatch.setattr(data_mod, "REPO_ROOT", tmp_path / "repo")
+    assert resolve_data_dir(None) == tmp_path / "shared" / "benchmarks"
+
+
+def test_hub_without_a_source_is_a_clear_error():
+    with pytest.raises(BenchmarkDataError, match="no hub source is known for 'mawps'"):
+        load_items(get_benchmark("mawps"), hub=True)
