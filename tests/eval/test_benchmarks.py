@@ -93,6 +93,7 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
     (tmp_path / "shared" / "benchmarks").mkdir(parents=True)
     monkeypatch.setattr(data_mod, "REPO_ROOT", tmp_path / "repo")
     assert resolve_data_dir(None) == tmp_path / "shared" / "benchmarks"
+    (tmp_path / "mine").mkdir()
     monkeypatch.setenv("OCTOMEGA_BENCHMARKS", str(tmp_path / "mine"))  # the user's choice wins over shared/
     assert resolve_data_dir(None) == tmp_path / "mine"
 
