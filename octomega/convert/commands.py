@@ -1,13 +1,19 @@
-"""The three conversions: hf-to-mcore, mcore-to-hf and verify. Each runs in one process (a world of one).
+"""The three conversions: hf-to-mcore, mcore-to-hf and verify, each in one process (a world of one).
 
-A Megatron dist checkpoint (torch_dist) reshards on load, so both directions hold the model at TP=1/PP=1 in one
-process; --tp only decides the vocabulary padding (a multiple of 128 x TP rows) the checkpoint is written with,
-and --tp/--pp are recorded in its octomega.json. Memory: the model once, in the output dtype, plus one layer
-(HF side: read by slices, written by streaming), so an 8B model in bf16 (16.1 GB) converts on a 24 GiB machine.
+Memory: the two conversions never hold the model. hf-to-mcore writes the dist checkpoint of an uninitialised
+TP=1 model (its weights are never touched, so not resident) and converts each chunk from the HF files when the
+writer reaches it; mcore-to-hf reads the checkpoint one layer at a time (octomega.convert.offline) and streams
+safetensors out. Peak = the process baseline plus about one layer and the embedding table. verify holds one
+full model at a time.
 
-Outputs are atomic: everything is written into a hidden sibling directory that is renamed to OUT_DIR only once
-complete; a failure removes it. Checkpoints use octomega.train.checkpoint's layout (iter_0000000/ with
-octomega.json and the COMPLETE marker written last), so `octomega train` can start from them.
+A torch_dist checkpoint reshards on load (any TP/PP), so --tp only decides the vocabulary padding the
+checkpoint is written with (a multiple of 128 x TP rows, the shape `octomega train` at that TP builds) and is
+recorded with --pp in its octomega.json.
+
+Outputs are atomic: written into a hidden sibling directory, renamed to OUT_DIR only once complete; a failure
+removes it. Checkpoints follow octomega.train.checkpoint's contract (iter_0000000/ with octomega.json and the
+COMPLETE marker written last), so `octomega train` starts from them (init.from_checkpoint=OUT_DIR with
+init.reset_optimizer=true: a converted checkpoint has no optimizer state).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from octomega.config import ConfigError, ModelConfig, ParallelConfig, RunConfig, from_dict
+from octomega.config import ConfigError, ModelConfig, ParallelConfig, RunConfig, from_dict, to_dict
 from octomega.convert.hf_io import (
     ConvertError,
     HFCheckpoint,
@@ -36,8 +42,9 @@ from octomega.convert.hf_io import (
     parse_size,
     read_hf_config,
 )
-from octomega.convert.live import export_hf_weights, load_hf_into_model
 from octomega.convert.mapping import LlamaShape
+from octomega.convert.offline import EMBEDDING, check_checkpoint, hf_producer, iter_hf_from_checkpoint, \
+    write_checkpoint
 
 ASSETS_DIR = "hf_assets"  # inside an iter dir written by hf-to-mcore: the source's tokenizer and configs
 Log = Callable[[str], None] | None
@@ -118,7 +125,6 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, *, tp: int = 1, pp: int
     """HF Llama directory -> a checkpoint directory `out_dir/iter_0000000` that `octomega train` starts from
     (init.from_checkpoint=out_dir). dtype None = the HF config's torch_dtype (float16 becomes bf16)."""
     from octomega.model.llama import padded_vocab_size
-    from octomega.train.checkpoint import iter_dir, save_checkpoint
 
     hf_dir = Path(hf_dir)
     cfg, raw = read_hf_config(hf_dir)
@@ -135,16 +141,28 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, *, tp: int = 1, pp: int
               f"vocab {s.vocab} ({'tied' if s.tied else 'untied'} embeddings); writing {dtype_name(dtype)} "
               f"for TP={tp} PP={pp}")
     with atomic_dir(out_dir, overwrite) as tmp:
-        device = single_process_runtime()
+        single_process_runtime()
         rows = padded_vocab_size(cfg, tp)
-        model = build_for_conversion(cfg, dtype, rows, device)
-        load_hf_into_model(hf_dir, [model], log=log)
+        # Weights never initialised nor written (not resident): the writer takes each chunk from the HF files.
+        model = build_for_conversion(cfg, dtype, rows, torch.device("cpu"))
         run_cfg = RunConfig(name=f"hf_{hf_dir.name}", model=copy.deepcopy(cfg), parallel=ParallelConfig(tp=tp, pp=pp))
-        _say(log, "saving the Megatron dist checkpoint")
-        save_checkpoint(tmp, 0, model, config=run_cfg,
-                        state={"converted_from": str(hf_dir.absolute()), "dtype": dtype_name(dtype),
-                               "padded_vocab_size": rows})
-        assets = iter_dir(tmp, 0) / ASSETS_DIR
+        _say(log, "writing the Megatron dist checkpoint, one tensor at a time")
+        produce = hf_producer(ckpt, s)
+        total, done, shown = 2 * sum(torch.Size(shp).numel() for _, shp in s.hf_tensors()), [0], [0]
+
+        def produce_logged(key, offsets, sizes, dtype_):
+            t = produce(key, offsets, sizes, dtype_)
+            if t is not None:
+                done[0] += 2 * t.numel()
+                if shown[0] < 10 and done[0] * 10 // total > shown[0]:
+                    shown[0] = min(done[0] * 10 // total, 10)
+                    _say(log, f"converted {min(done[0] / total, 1.0):.0%} of the weights")
+            return t
+
+        it_dir = write_checkpoint(tmp, 0, model, produce_logged, {
+            "config": to_dict(run_cfg), "converted_from": str(hf_dir.absolute()), "dtype": dtype_name(dtype),
+            "padded_vocab_size": rows})
+        assets = it_dir / ASSETS_DIR
         assets.mkdir()
         shutil.copy2(hf_dir / "config.json", assets / "config.json")
         copy_assets(hf_dir, assets)
@@ -186,24 +204,17 @@ def read_checkpoint_config(it_dir: Path) -> tuple[ModelConfig, dict]:
 
 def load_checkpoint_model(ckpt_dir, *, iteration: int | None = None, dtype: torch.dtype | None = None,
                           log: Log = None):
-    """(TP=1/PP=1 model loaded from a complete checkpoint, its ModelConfig, iter dir, run config dict)."""
-    from megatron.core import dist_checkpointing
-
+    """(TP=1/PP=1 model loaded from a complete checkpoint, its ModelConfig, iter dir, run config dict): the
+    whole model in memory (verify and tests; the conversions stream instead)."""
     from octomega.train.checkpoint import load_checkpoint
 
     it_dir = _resolve(ckpt_dir, iteration)
     cfg, run = read_checkpoint_config(it_dir)
-    stored = dist_checkpointing.load_tensors_metadata(str(it_dir))
-    emb = stored.get("embedding.word_embeddings.weight")
-    if emb is None:
-        raise ConvertError(f"{it_dir}: no embedding.word_embeddings.weight in the checkpoint")
-    if emb.global_shape[1] != cfg.hidden_size or emb.global_shape[0] < cfg.vocab_size:
-        raise ConvertError(f"mismatched vocabulary: {it_dir} stores an embedding of shape {list(emb.global_shape)} "
-                           f"but its config says vocab_size={cfg.vocab_size}, hidden_size={cfg.hidden_size}")
-    dtype = dtype or emb.dtype
+    rows, stored_dtype = check_checkpoint(it_dir, LlamaShape.of(cfg))[EMBEDDING]
+    dtype = dtype or stored_dtype
     device = single_process_runtime()
-    model = build_for_conversion(cfg, dtype, emb.global_shape[0], device)
-    _say(log, f"loading {it_dir} ({dtype_name(emb.dtype)} stored, {emb.global_shape[0]} embedding rows)")
+    model = build_for_conversion(cfg, dtype, rows[0], device)
+    _say(log, f"loading {it_dir} ({dtype_name(stored_dtype)} stored, {rows[0]} embedding rows)")
     load_checkpoint(it_dir, model)
     return model, cfg, it_dir, run
 
@@ -236,10 +247,10 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, *, dtype: torch.dtype
                            "data.tokenizer): pass --tokenizer DIR, the HF tokenizer the model was trained with")
     if assets is not None:
         check_tokenizer_fits(assets, cfg.vocab_size, f"the checkpoint's config ({it_dir})")
+    s = LlamaShape.of(cfg)
+    stored = check_checkpoint(it_dir, s)
+    out_dtype = dtype or stored[EMBEDDING][1]
     with atomic_dir(out_dir, overwrite) as tmp:
-        model, cfg, it_dir, run = load_checkpoint_model(it_dir, dtype=dtype, log=log)
-        out_dtype = next(model.parameters()).dtype
-        s = LlamaShape.of(cfg)
         base = None
         if assets is not None:
             copy_assets(assets, tmp)
@@ -250,18 +261,15 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, *, dtype: torch.dtype
         if not (tmp / "generation_config.json").exists():
             gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None}
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        _say(log, f"exporting {it_dir} ({s.num_layers} layers) as {dtype_name(out_dtype)}, one layer at a time")
         writer = SafetensorsWriter(tmp, s.hf_tensors(), out_dtype, parse_size(max_shard_size))
         try:
-            for name, tensor in export_hf_weights([model], cfg):
+            for name, tensor in iter_hf_from_checkpoint(it_dir, s, log=log):
                 writer.write(name, tensor)
-                if name.endswith("down_proj.weight"):
-                    _say(log, f"wrote layer {int(name.split('.')[2]) + 1}/{s.num_layers}")
             files = writer.finish()
         except BaseException:
             writer.abort()
             raise
-        del model
-        gc.collect()
     _say(log, f"wrote {Path(out_dir)}: {len(files)} safetensors file(s), {writer.total / 1e9:.2f} GB "
               f"{dtype_name(out_dtype)}")
     return Path(out_dir)

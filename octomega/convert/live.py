@@ -188,8 +188,9 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
     """Yield (HF name, tensor) for every tensor of the HF Llama, in HF order, on every rank.
 
     Collective: every rank of the TP x PP group must consume the whole iterator. Tensors are full (TP shards
-    gathered, padding rows stripped), on the model's device, in the model's dtype unless `dtype` is given; some
-    are views of live parameters: copy them to keep them past the next optimizer step.
+    gathered, padding rows stripped), on the model's device, in `dtype` (default: the dtype of the model's
+    weight matrices; the local spec keeps norm weights in fp32 in a bf16 model). Some are views of live
+    parameters: copy them to keep them past the next optimizer step.
     """
     from megatron.core import parallel_state as ps
 
@@ -200,8 +201,8 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
 
         cfg = load_hf_config(copy.deepcopy(cfg))
     s = LlamaShape.of(cfg)
-    ref = next(p for c in chunks for p in c.parameters())
-    device, mdtype = ref.device, ref.dtype
+    ref = next(p for c in chunks for p in c.parameters() if p.dim() == 2)  # norms may be fp32 in a bf16 model
+    device, out_dtype = ref.device, dtype or ref.dtype
     local_layers = {i: layer for c in chunks for i, layer in _layers(c)}
     pre = next((c for c in chunks if c.pre_process), None)
     post = next((c for c in chunks if c.post_process), None)
@@ -216,7 +217,7 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
         owner = {i: ranks[r] for r, e in enumerate(everyone) for i in e["layers"]}
         owner["pre"] = ranks[next(r for r, e in enumerate(everyone) if e["pre"])]
         owner["post"] = ranks[next(r for r, e in enumerate(everyone) if e["post"])]
-    missing = [i for i in range(s.num_layers) if pp == 1 and i not in local_layers]
+    missing = [i for i in range(s.num_layers) if i not in (owner if pp > 1 else local_layers)]
     if missing:
         raise ConvertError(f"layers {missing} are on no pipeline stage of this model")
     shapes = dict(s.hf_tensors())
@@ -224,17 +225,16 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
     def emit(key, produce: Callable[[], list[tuple[str, torch.Tensor]]], names: list[str]):
         """Tensors produced on the owning stage, broadcast to the other stages."""
         if pp == 1:
-            items = produce()
+            items = [(n, t.to(out_dtype)) for n, t in produce()]
         else:
             src = owner[key]
             if torch.distributed.get_rank() == src:
-                items = [(n, t.contiguous()) for n, t in produce()]
+                items = [(n, t.to(out_dtype).contiguous()) for n, t in produce()]
             else:
-                items = [(n, torch.empty(shapes[n], dtype=mdtype, device=device)) for n in names]
+                items = [(n, torch.empty(shapes[n], dtype=out_dtype, device=device)) for n in names]
             for _, t in items:
                 torch.distributed.broadcast(t, src=src, group=group)
-        for name, t in items:
-            yield name, (t if dtype is None else t.to(dtype))
+        yield from items
 
     def produce_embedding():
         w = pre.embedding.word_embeddings.weight.detach()

@@ -61,3 +61,32 @@ def write_random_llama(out_dir: str | Path, cfg: ModelConfig, *, dtype: torch.dt
     if tokenizer:
         write_tokenizer(out, cfg.vocab_size)
     return out
+
+
+def tiny_shapes() -> dict[str, ModelConfig]:
+    """Tiny shapes that between them hit every conversion trap: GQA ratios 1/2/3/4, tied and untied embeddings,
+    Llama-3 rope scaling off, with Meta's values and with non-default values of all four parameters, an explicit
+    head_dim unlike hidden/heads, vocabularies that need padding (300, 500) and one that does not (256)."""
+    from octomega.config import RopeScaling
+
+    common = dict(max_position_embeddings=256)
+    return {
+        "mha_tied": ModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
+                                num_query_groups=4, vocab_size=256, tie_embeddings=True, rope_theta=10000.0,
+                                rope_scaling=None, norm_eps=1e-6, **common),
+        "gqa2_untied_scaled": ModelConfig(
+            num_layers=2, hidden_size=48, ffn_hidden_size=80, num_attention_heads=4, num_query_groups=2,
+            vocab_size=300, tie_embeddings=False, rope_theta=10000.0, norm_eps=1e-5,
+            rope_scaling=RopeScaling(factor=4.0, low_freq_factor=2.0, high_freq_factor=8.0,
+                                     original_max_position_embeddings=32), **common),
+        "gqa3_tied_scaled": ModelConfig(
+            num_layers=4, hidden_size=48, ffn_hidden_size=64, num_attention_heads=6, num_query_groups=2, head_dim=12,
+            vocab_size=500, tie_embeddings=True, rope_theta=50000.0, norm_eps=1e-5,
+            rope_scaling=RopeScaling(factor=8.0, low_freq_factor=1.5, high_freq_factor=6.0,
+                                     original_max_position_embeddings=48), **common),
+        "gqa4_untied_llama3": ModelConfig(
+            num_layers=2, hidden_size=64, ffn_hidden_size=96, num_attention_heads=8, num_query_groups=2,
+            vocab_size=256, tie_embeddings=False, rope_theta=500000.0, norm_eps=1e-5,
+            rope_scaling=RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                     original_max_position_embeddings=8192), **common),
+    }

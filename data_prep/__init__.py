@@ -1,0 +1,13 @@
+"""data_prep: datatrove pipelines from raw corpora to Megatron .bin/.idx prefixes and blend files.
+
+Tools (each `python -m data_prep.<tool> --help`):
+    tokenize       jsonl / parquet / Hugging Face dataset -> (QA formatting) -> Megatron prefix + stats JSON
+    mix            stats of prepared corpora + a stage's mixture -> blend JSON (+ Megatron --data-path)
+    synth          the tiny demo corpora, RL prompts, test set and tokenizer
+    decontaminate  n-gram overlap of a corpus or prompt set with benchmark test sets
+    inspect        decode documents of a prefix, length histogram; verify a blend file
+"""
+
+from data_prep.templates import QA_TEMPLATE  # "Question: {question}\nAnswer: {answer}", both styles
+
+__all__ = ["QA_TEMPLATE"]

@@ -1,0 +1,166 @@
+"""RL recipes: the paper's GRPO/PPO stage (RECIPE.md's settings are octomega.rl.config's defaults) and tiny ones.
+
+Paper scale, per model size (llama32_1b, llama32_3b, llama31_8b) and starting point:
+    <size>_rl_grpo_<branch>   GRPO from the converted HF checkpoint of decay branch long | short | hybrid,
+                              $OCTOMEGA_RUNS/<size>_decay_<branch>/hf (`octomega convert mcore-to-hf RUN RUN/hf`)
+    <size>_rl_grpo_base       GRPO from the untouched base model ($OCTOMEGA_MODELS/Llama-3.x-...)
+    <size>_rl_grpo            = <size>_rl_grpo_long (OctoThinker's flagship branch)
+    <size>_rl_ppo             PPO (critic + GAE) from the long branch
+A step: 128 prompts x 16 responses = 2,048 sequences; mini-batches of 64 prompts (1,024 sequences): 2 updates per
+step at LR 1e-6. Prompts: $OCTOMEGA_DATA/rl/math8k.jsonl (`python -m data_prep.rl_prompts --preset math8k`).
+
+Tiny (CPU, minutes; TINY_SCIENCE.md's feasibility settings):
+    tiny_rl_grpo_<branch>     GRPO from runs/tiny/tiny_decay_<branch> (short | long | hybrid | web)
+    tiny_rl_ppo_short         PPO from runs/tiny/tiny_decay_short
+16 prompts x 8 samples = 128 sequences a step, mini-batches of 8 prompts (2 updates per step), Adam LR 5e-5,
+max 256 new tokens, the mid-training "Question: ...\\nAnswer:" template, a 150 s budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+from octomega.config import ConfigError
+from octomega.rl.config import RLConfig
+from recipes import recipe
+
+PAPER_SIZES = {  # model-parallel layout per size on 8 x H100 80 GB nodes (assumed, as the pre-training recipes)
+    "llama32_1b": dict(hf="Llama-3.2-1B", tp=1),
+    "llama32_3b": dict(hf="Llama-3.2-3B", tp=1),
+    "llama31_8b": dict(hf="Llama-3.1-8B", tp=2),
+}
+STAIRS = {
+    "long": "0:2048,100:4096,160:8192",  # RECIPE.md: Long runs
+    "hybrid": "0:4096",  # RECIPE.md: Hybrid
+    "short": "0:2048,100:4096,160:8192",  # (assumed) no published stair: the Long one
+    "base": "0:2048,100:4096,160:8192",  # (assumed) the Long one
+}
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def paper_rl(size: str, branch: str, algo: str = "grpo") -> RLConfig:
+    data, models, runs = _env("OCTOMEGA_DATA", "data"), _env("OCTOMEGA_MODELS", "models"), _env("OCTOMEGA_RUNS", "runs")
+    name = f"{size}_rl_{algo}_{branch}"
+    cfg = RLConfig(name=name, run_dir=f"{runs}/{name}")
+    cfg.algo.name = algo
+    cfg.init.hf_path = (f"{models}/{PAPER_SIZES[size]['hf']}" if branch == "base"
+                        else f"{runs}/{size}_decay_{branch}/hf")
+    cfg.data.prompts = f"{data}/rl/math8k.jsonl"
+    cfg.rollout.response_stair = STAIRS[branch]
+    cfg.parallel.tp = PAPER_SIZES[size]["tp"]
+    cfg.parallel.sequence_parallel = cfg.parallel.tp > 1
+    cfg.parallel.distributed_optimizer = True
+    cfg.train.precision = "bf16"
+    cfg.train.micro_batch_size = 2  # sequences of up to 400 + 8,192 tokens per forward/backward (assumed)
+    cfg.valid.benchmarks = ["math500"]  # the authors' logged validation: MATH500, greedy
+    cfg.valid.interval = 10  # (assumed)
+    cfg.checkpoint.save_interval = 20
+    return cfg
+
+
+def _register_paper() -> None:
+    for size in PAPER_SIZES:
+        for branch in ("long", "short", "hybrid", "base"):
+            def fn(size=size, branch=branch) -> RLConfig:
+                return paper_rl(size, branch)
+
+            fn.__name__ = f"{size}_rl_grpo_{branch}"
+            start = "the base model" if branch == "base" else f"the '{branch}' decay branch (HF export)"
+            fn.__doc__ = (f"{size}: GRPO from {start}; 128 prompts x 16, 2 updates/step at LR 1e-6, "
+                          f"stair {STAIRS[branch]}")
+            recipe(fn)
+
+        def default(size=size) -> RLConfig:
+            cfg = paper_rl(size, "long")
+            cfg.name = f"{size}_rl_grpo"
+            cfg.run_dir = f"{_env('OCTOMEGA_RUNS', 'runs')}/{cfg.name}"
+            return cfg
+
+        default.__name__ = f"{size}_rl_grpo"
+        default.__doc__ = f"{size}: GRPO from the long decay branch (= {size}_rl_grpo_long under its own run dir)"
+        recipe(default)
+
+        def ppo(size=size) -> RLConfig:
+            cfg = paper_rl(size, "long", "ppo")
+            cfg.name = f"{size}_rl_ppo"
+            cfg.run_dir = f"{_env('OCTOMEGA_RUNS', 'runs')}/{cfg.name}"
+            return cfg
+
+        ppo.__name__ = f"{size}_rl_ppo"
+        ppo.__doc__ = f"{size}: PPO (critic from the actor, LR 1e-5; GAE gamma 1, lambda 1) from the long branch"
+        recipe(ppo)
+
+
+_register_paper()
+
+
+# --------------------------------------------------------------------------------------------------- tiny
+
+TINY_PROMPTS, TINY_SAMPLES = 16, 8  # 16 prompts x 8 samples = 128 sequences per step (TINY_SCIENCE.md)
+TINY_MINI_BATCH = 8  # prompts per update: 16 / 8 = 2 updates per rollout
+TINY_MAX_NEW = 256  # tokens
+TINY_BUDGET_S = 150.0  # seconds of RL per branch (TINY_SCIENCE.md)
+
+
+def tiny_rl(branch: str, algo: str = "grpo") -> RLConfig:
+    from recipes.tiny import tiny_root
+
+    root = tiny_root()
+    name = f"tiny_rl_{algo}_{branch}"
+    cfg = RLConfig(name=name, run_dir=str(root / name))
+    cfg.algo.name = algo
+    cfg.init.from_checkpoint = str(root / f"tiny_decay_{branch}")
+    cfg.data.prompts = str(root / "data" / "synth" / "rl" / "prompts.jsonl")
+    cfg.rollout.backend = "hf"  # a 1M-parameter model: a transformers copy refreshed each step costs nothing
+    cfg.rollout.template = "qa"  # what the tiny models saw in mid-training ("Question: ...\nAnswer:")
+    cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt = TINY_PROMPTS, TINY_SAMPLES
+    cfg.rollout.response_stair = f"0:{TINY_MAX_NEW}"
+    cfg.rollout.max_prompt_tokens = 400
+    cfg.train.mini_batch_prompts = TINY_MINI_BATCH
+    cfg.train.micro_batch_size = 16  # 64 sequences per update / 16 = 4 micro-batches on one rank
+    cfg.train.steps = 200
+    cfg.train.time_budget_s = TINY_BUDGET_S
+    cfg.optim.lr = 5e-5  # TINY_SCIENCE.md (1e-4 with 8 prompts made the model worse)
+    cfg.optim.weight_decay = 0.0  # plain Adam (TINY_SCIENCE.md)
+    cfg.critic.lr = 1e-4  # (assumed) the tiny critic's fresh head needs a faster LR than the paper's 1e-5
+    cfg.valid.benchmarks = ["tiny_arith"]
+    cfg.valid.data_dir = str(root / "data" / "synth" / "benchmarks")
+    cfg.valid.interval = 0  # before and after only: 300 greedy problems take a while on 2 cores
+    cfg.valid.max_new_tokens = TINY_MAX_NEW
+    cfg.checkpoint.save_interval = 0
+    cfg.logging.log_interval = 1
+    return cfg
+
+
+for _branch in ("short", "long", "hybrid", "web"):
+    def _fn(branch=_branch) -> RLConfig:
+        return tiny_rl(branch)
+
+    _fn.__name__ = f"tiny_rl_grpo_{_branch}"
+    _fn.__doc__ = (f"tiny GRPO from tiny_decay_{_branch}: 16 prompts x 8, 2 updates/step, Adam 5e-5, 256 new tokens, "
+                   "150 s")
+    recipe(_fn)
+
+
+@recipe
+def tiny_rl_ppo_short() -> RLConfig:
+    """tiny PPO from tiny_decay_short: critic from the actor (fresh value head), GAE gamma 1 lambda 1, 150 s."""
+    return tiny_rl("short", "ppo")
+
+
+def ensure_tiny_start(cfg: RLConfig) -> None:
+    """The tiny prompt set is built on first use; the starting checkpoint must exist (it takes minutes)."""
+    from recipes.tiny import ensure_data
+
+    ensure_data()
+    from octomega.train.checkpoint import latest_complete
+
+    src = cfg.init.from_checkpoint
+    if src and latest_complete(src) is None:
+        branch = os.path.basename(str(src).rstrip("/"))
+        raise ConfigError(f"{src} holds no checkpoint yet: run `octomega train tiny_stable` and `octomega train "
+                          f"{branch}` first (or `octomega pipeline tiny`)")
+

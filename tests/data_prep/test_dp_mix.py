@@ -1,0 +1,114 @@
+"""data_prep.mix: blend weights for known mixtures, epochs, refusals, and load_blend's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from dp_helpers import quiet, sample_texts, write_jsonl
+
+from data_prep import mix, tokenize
+from data_prep.mix import BlendError, compute_blend, load_blend, load_stats
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory, synth_dir, tokenizer_dir):
+    """The synth corpora tokenized (10 held-out documents each), plus a second short-CoT corpus."""
+    out = tmp_path_factory.mktemp("prepared")
+    raw = synth_dir / "raw"
+    tokenize.run(raw / "web.jsonl", out, "web", tokenizer_dir, valid_docs=10, log=quiet)
+    tokenize.run(raw / "qa_short.jsonl", out, "qa_short", tokenizer_dir, qa_style="short", valid_docs=10, log=quiet)
+    tokenize.run(raw / "qa_long.jsonl", out, "qa_long", tokenizer_dir, qa_style="long", valid_docs=10, log=quiet)
+    write_jsonl(out / "omi.jsonl", [{"problem": t, "generated_solution": "42"} for t in sample_texts(100, seed=9)])
+    tokenize.run(out / "omi.jsonl", out, "omi2", tokenizer_dir, qa_style="short", question_key="problem",
+                 answer_key="generated_solution", role="qa_short", log=quiet)
+    return out
+
+
+def stats(out, *names):
+    return [load_stats(out / f"{n}.stats.json") for n in names]
+
+
+def test_decay_hybrid_weights_epochs_and_data_path(corpora):
+    s = stats(corpora, "web", "qa_short", "qa_long")
+    blend = compute_blend(s, "decay_hybrid", 1_000_000, warn=quiet)
+    w = {c["name"]: c["weight"] for c in blend["corpora"]}
+    assert w == pytest.approx({"web": 0.70, "qa_short": 0.15, "qa_long": 0.15}, abs=1e-12)
+    web = next(c for c in blend["corpora"] if c["name"] == "web")
+    assert web["epochs"] == pytest.approx(0.7 * 1_000_000 / s[0]["tokens"], rel=1e-3)
+    assert blend["data_path"] == " ".join(f"{c['weight']:.12g} {c['prefix']}" for c in blend["corpora"])
+    assert blend["data_path"] == f"0.7 {corpora / 'web'} 0.15 {corpora / 'qa_long'} 0.15 {corpora / 'qa_short'}"
+    assert [v["name"] for v in blend["valid"]] == ["web", "qa_long", "qa_short"]
+    assert blend["dtype"] == "uint16" and blend["tokenizer_fingerprint"] == s[0]["tokenizer_fingerprint"]
+    from megatron.core.datasets.utils import get_blend_from_list
+
+    prefixes, weights = get_blend_from_list(blend["data_path"].split())
+    assert prefixes == [c["prefix"] for c in blend["corpora"]] and sum(weights) == pytest.approx(1.0)
+
+
+def test_corpora_sharing_a_role_split_it_by_tokens_and_custom_weights(corpora):
+    s = stats(corpora, "web", "qa_short", "omi2")
+    blend = compute_blend(s, "decay_short", 10_000, warn=quiet)
+    w = {c["name"]: c["weight"] for c in blend["corpora"]}
+    share = s[1]["tokens"] / (s[1]["tokens"] + s[2]["tokens"])
+    assert w["qa_short"] == pytest.approx(0.3 * share) and w["omi2"] == pytest.approx(0.3 * (1 - share))
+    custom = compute_blend(s, "custom", 10_000, weights={"web": 3, "omi2": 1}, warn=quiet)
+    assert {c["name"]: c["weight"] for c in custom["corpora"]} == pytest.approx({"web": 0.75, "omi2": 0.25})
+
+
+def test_missing_roles_error_or_are_dropped_and_epochs_warn(corpora, tmp_path, capsys):
+    s = stats(corpora, "web", "qa_short")
+    with pytest.raises(BlendError, match=r"needs roles \['dclm', 'web_broad', 'qa', 'code'\].*--drop-missing-roles"):
+        compute_blend(s, "stable", 10_000, warn=quiet)
+    warnings = []
+    blend = compute_blend(s[:1], "stable", 10_000_000, corpus_roles={"qa": s[1:]}, drop_missing=True,
+                          max_epochs=4, warn=warnings.append)
+    assert {c["role"]: c["weight"] for c in blend["corpora"]} == pytest.approx({"web": 0.7 / 0.75, "qa": 0.05 / 0.75})
+    assert any("epochs" in m and "web" in m for m in warnings) and any("dclm" in m for m in warnings)
+    code = mix.main(["--stats", str(corpora / "web.stats.json"), "--mixture", "tiny_stable", "--train-tokens", "2B",
+                     "--out", str(tmp_path / "b.json"), "--max-epochs", "3"])
+    assert code == 0 and "over --max-epochs 3" in capsys.readouterr().err
+
+
+def test_empty_corpus_and_mixed_tokenizers_are_refused(corpora, tmp_path, other_tokenizer_dir):
+    empty = json.loads((corpora / "qa_long.stats.json").read_text()) | {"tokens": 0, "documents": 0}
+    (tmp_path / "empty.stats.json").write_text(json.dumps(empty))
+    with pytest.raises(BlendError, match="is empty"):
+        compute_blend(stats(corpora, "web") + [load_stats(tmp_path / "empty.stats.json")], "tiny_decay_long", 10,
+                      warn=quiet)
+    write_jsonl(tmp_path / "x.jsonl", [{"text": t} for t in sample_texts(20)])
+    tokenize.run(tmp_path / "x.jsonl", tmp_path, "other", other_tokenizer_dir, role="qa_long", log=quiet)
+    with pytest.raises(BlendError, match="must share a tokenizer"):
+        compute_blend(stats(corpora, "web") + [load_stats(tmp_path / "other.stats.json")], "tiny_decay_long", 10,
+                      warn=quiet)
+
+
+def test_cli_writes_a_blend_that_load_blend_accepts_and_bad_files_are_named(corpora, tmp_path, capsys):
+    out = tmp_path / "blend.json"
+    code = mix.main(["--stats", str(corpora / "web.stats.json"),
+                     "--corpus", f"qa_long={corpora / 'qa_long.stats.json'}",
+                     "--mixture", "tiny_decay_long", "--train-tokens", "1.5M", "--out", str(out)])
+    assert code == 0 and "--data-path 0.4 " in capsys.readouterr().out
+    blend = load_blend(out)
+    assert blend["train_tokens"] == 1_500_000 and blend["stage"] == "tiny_decay_long"
+
+    def broken(edit, name):
+        b = json.loads(out.read_text())
+        edit(b)
+        (tmp_path / name).write_text(json.dumps(b))
+        return tmp_path / name
+
+    with pytest.raises(BlendError, match=r"weights sum to 1\.1"):
+        load_blend(broken(lambda b: b["corpora"][0].update(weight=b["corpora"][0]["weight"] + 0.1), "w.json"))
+    with pytest.raises(BlendError, match="field 'format'"):
+        load_blend(broken(lambda b: b.update(format="other"), "f.json"))
+    with pytest.raises(BlendError, match=r"corpora\[1\]\.prefix: .*nope\.idx: missing"):
+        load_blend(broken(lambda b: b["corpora"][1].update(prefix=str(tmp_path / "nope")), "p.json"))
+    with pytest.raises(BlendError, match="blend says dtype 'int32'"):
+        load_blend(broken(lambda b: b.update(dtype="int32"), "d.json"))
+    with pytest.raises(BlendError, match="different tokenizers"):
+        load_blend(broken(lambda b: b.update(tokenizer_fingerprint="0123456789abcdef"), "t.json"))
+    os.remove(blend["valid"][0]["prefix"] + ".bin")
+    with pytest.raises(BlendError, match=r"valid\[0\]\.prefix"):
+        load_blend(out)

@@ -1,0 +1,144 @@
+"""The SDPA core attention (training and KV-cache decoding) and the layer-spec / HF-config refusals."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from octomega.config import ConfigError, ModelConfig, ParallelConfig
+from octomega.model import llama
+from octomega.model.llama import load_hf_config, resolve_layer_spec, transformer_config
+
+
+def make_attention(heads=6, groups=2, hd=8):
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from octomega.model.attention import SDPAttention
+
+    cfg = ModelConfig(num_layers=1, hidden_size=heads * hd, num_attention_heads=heads, num_query_groups=groups)
+    tc = transformer_config(cfg, ParallelConfig(), dtype=torch.float32, on_gpu=False)
+    return SDPAttention(tc, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self").eval()
+
+
+def qkv(s, b=2, heads=6, groups=2, hd=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(s, b, heads, hd, generator=g), torch.randn(s, b, groups, hd, generator=g),
+            torch.randn(s, b, groups, hd, generator=g))
+
+
+def reference(q, k, v):
+    """Plain causal GQA attention: query head h reads key/value head h // (heads / groups), as HF's repeat_kv."""
+    rep = q.shape[2] // k.shape[2]
+    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+    sq, sk = q.shape[0], k.shape[0]
+    scores = torch.einsum("qbhd,kbhd->bhqk", q, k) / q.shape[-1] ** 0.5
+    mask = torch.ones(sq, sk, dtype=torch.bool).tril(diagonal=sk - sq)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    out = torch.einsum("bhqk,kbhd->qbhd", probs, v)
+    return out.reshape(sq, q.shape[1], -1)
+
+
+def test_full_sequence_attention_is_causal_gqa(world1):
+    attn = make_attention()
+    q, k, v = qkv(10)
+    torch.testing.assert_close(attn(q, k, v, None), reference(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("new", [1, 3])
+def test_decoding_with_fewer_queries_equals_last_rows(world1, new):
+    """KV-cache decoding: the last `new` queries against all keys give the full sequence's last rows (the causal
+    mask aligned bottom-right, not SDPA's top-left is_causal)."""
+    attn = make_attention()
+    q, k, v = qkv(12)
+    full = attn(q, k, v, None)
+    step = attn(q[-new:], k, v, None)
+    torch.testing.assert_close(step, full[-new:], rtol=1e-5, atol=1e-5)
+    if new > 1:  # is_causal=True on the 3x12 block would be the wrong (top-left) mask: make sure it differs
+        wrong = F.scaled_dot_product_attention(q[-new:].permute(1, 2, 0, 3), k.permute(1, 2, 0, 3),
+                                               v.permute(1, 2, 0, 3), is_causal=True, enable_gqa=True)
+        assert (wrong.permute(2, 0, 1, 3).reshape(step.shape) - step).abs().max() > 1e-3
+
+
+def test_explicit_padding_mask_is_honoured(world1):
+    attn = make_attention()
+    q, k, v = qkv(8)
+    masked = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    masked[1, ..., :2] = True  # batch row 1: the first two keys are padding
+    out = attn(q, k, v, masked)
+    torch.testing.assert_close(out[:, 0], reference(q, k, v)[:, 0], rtol=1e-5, atol=1e-5)
+    ref1 = reference(q[2:, 1:], k[2:, 1:], v[2:, 1:])  # keys 2.. only, for queries 2..
+    torch.testing.assert_close(out[2:, 1:], ref1, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ layer spec refusals
+
+
+def test_fp8_without_transformer_engine_is_refused(monkeypatch):
+    monkeypatch.setattr(llama, "te_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs the Transformer Engine layer spec"):
+        resolve_layer_spec(ModelConfig(fp8="hybrid"), on_gpu=True)
+    with pytest.raises(ConfigError, match="transformer_engine is not importable"):
+        resolve_layer_spec(ModelConfig(layer_spec="te"), on_gpu=True)
+    assert resolve_layer_spec(ModelConfig(), on_gpu=True) == "local"  # auto without TE
+
+
+def test_te_spec_on_cpu_is_refused(monkeypatch):
+    monkeypatch.setattr(llama, "te_available", lambda: True)
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        resolve_layer_spec(ModelConfig(layer_spec="te"), on_gpu=False)
+    assert resolve_layer_spec(ModelConfig(), on_gpu=False) == "local"  # auto on CPU
+    assert resolve_layer_spec(ModelConfig(), on_gpu=True) == "te"  # auto on a GPU with TE
+
+
+def test_fp8_on_pre_hopper_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(llama, "te_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    with pytest.raises(ConfigError, match="Hopper"):
+        resolve_layer_spec(ModelConfig(fp8="e4m3"), on_gpu=True)
+    with pytest.raises(ConfigError, match="unfused applies to the local spec"):
+        resolve_layer_spec(ModelConfig(layer_spec="te", attention="unfused"), on_gpu=True)
+
+
+# ------------------------------------------------------------------------------------------- HF configs
+
+
+def write_config(tmp_path, **overrides):
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
+    cfg.update(overrides)
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    return ModelConfig(hf_config=str(tmp_path))
+
+
+def test_hf_config_defaults_are_transformers_defaults(tmp_path):
+    m = load_hf_config(write_config(tmp_path))
+    assert (m.rope_theta, m.norm_eps, m.max_position_embeddings, m.tie_embeddings) == (10000.0, 1e-6, 2048, False)
+    assert m.rope_scaling is None and m.num_query_groups == 2 and m.vocab_size == 300
+
+
+def test_hf_config_rope_both_formats(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 6.0,
+               "original_max_position_embeddings": 1024}
+    old = load_hf_config(write_config(tmp_path, rope_theta=123.0, rope_scaling=scaling))
+    new = load_hf_config(write_config(tmp_path, rope_parameters={**scaling, "rope_theta": 123.0}))
+    for m in (old, new):
+        assert m.rope_theta == 123.0
+        assert (m.rope_scaling.factor, m.rope_scaling.low_freq_factor, m.rope_scaling.high_freq_factor,
+                m.rope_scaling.original_max_position_embeddings) == (8.0, 2.0, 6.0, 1024)
+    plain = load_hf_config(write_config(tmp_path, rope_parameters={"rope_type": "default", "rope_theta": 5.0}))
+    assert plain.rope_scaling is None and plain.rope_theta == 5.0
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "not a Llama"),
+    ({"architectures": ["LlamaForSequenceClassification"]}, "not a Llama"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 4.0}}, "lacks"),
+])
+def test_hf_config_refusals(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_hf_config(write_config(tmp_path, **overrides))
