@@ -4,9 +4,9 @@
     .venv/bin/python bench/convert_memory.py --shape 3b --out bench/results/convert_memory_3b.json
 
 Writes a random HF checkpoint of the shape (streaming, no download), then runs each conversion as its own
-`python -m octomega.convert ...` process and samples, every 20 ms, the resident memory of that process and all
-its children (dist_checkpointing may start helpers): the peak of the sum is reported (RSS; PSS too, which
-counts pages shared between the processes once), plus the kernel's own ru_maxrss of the largest process.
+`python -m octomega.convert ...` process. Peak = the larger of (a) the resident memory of the process and all
+its children (dist_checkpointing may start helpers), sampled every 20 ms, and (b) the kernel's high-water mark
+(ru_maxrss) of the process itself, which catches spikes between samples. PSS (shared pages counted once) too.
 Target (issue 4): peak < 1.5 x the bf16 model size. The idle interpreter with torch + Megatron-Core imported is
 measured too: it is most of the difference at 1B and negligible at 8B.
 """
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -63,23 +62,27 @@ def tree_memory(proc: psutil.Process) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(cmd: list[str], label: str) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def measure(cmd: list[str], label: str, log_dir: Path) -> dict:
+    """Run `cmd`; peak = max(sampled RSS of the process tree, the kernel's ru_maxrss of the process itself)."""
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OCTOMEGA_DEVICE": "cpu"})
+    log = open(log_dir / f"{label}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OCTOMEGA_DEVICE": "cpu"})
     ps = psutil.Process(proc.pid)
     peak_rss = peak_pss = 0
-    while proc.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         rss, pss = tree_memory(ps)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.02)
-    out = proc.stdout.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{label} failed ({proc.returncode}):\n{out[-3000:]}")
-    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return {"command": " ".join(cmd), "seconds": round(time.time() - t0, 1), "peak_rss_bytes": peak_rss,
-            "peak_pss_bytes": peak_pss, "ru_maxrss_bytes": maxrss if maxrss > before * 1024 else None}
+        raise SystemExit(f"{label} failed ({proc.returncode}):\n{(log_dir / f'{label}.log').read_text()[-3000:]}")
+    maxrss = usage.ru_maxrss * 1024  # KiB on Linux
+    return {"command": " ".join(cmd), "seconds": round(time.time() - t0, 1), "peak_bytes": max(peak_rss, maxrss),
+            "sampled_tree_rss_bytes": peak_rss, "sampled_tree_pss_bytes": peak_pss, "ru_maxrss_bytes": maxrss}
 
 
 def main() -> None:
@@ -102,19 +105,19 @@ def main() -> None:
     print(f"random HF checkpoint written in {time.time() - t:.0f} s", flush=True)
 
     runs = {"idle_import": measure([py, "-c", "import torch, megatron.core, transformers, octomega.convert.commands, "
-                                              "octomega.train.checkpoint"], "idle")}
+                                              "octomega.train.checkpoint"], "idle", work)}
     runs["hf_to_mcore"] = measure([py, "-m", "octomega.convert", "hf-to-mcore", str(work / "hf"), str(work / "ckpt")],
-                                  "hf-to-mcore")
+                                  "hf-to-mcore", work)
     if not args.keep:
         shutil.rmtree(work / "hf")  # disk: at 8B each copy is 16 GB (the checkpoint keeps the tokenizer)
     runs["mcore_to_hf"] = measure([py, "-m", "octomega.convert", "mcore-to-hf", str(work / "ckpt"), str(work / "hf_out")],
-                                  "mcore-to-hf")  # the tokenizer comes from the checkpoint's hf_assets/
+                                  "mcore-to-hf", work)  # the tokenizer comes from the checkpoint's hf_assets/
     for name, r in runs.items():
-        r["peak_rss_over_bf16_size"] = round(r["peak_rss_bytes"] / bf16_bytes, 3)
-        r["peak_pss_over_bf16_size"] = round(r["peak_pss_bytes"] / bf16_bytes, 3)
-        print(f"{name:<12} peak RSS {r['peak_rss_bytes'] / 2**30:6.2f} GiB ({r['peak_rss_over_bf16_size']:.2f}x), "
-              f"PSS {r['peak_pss_bytes'] / 2**30:6.2f} GiB ({r['peak_pss_over_bf16_size']:.2f}x), {r['seconds']} s",
-              flush=True)
+        r["peak_over_bf16_size"] = round(r["peak_bytes"] / bf16_bytes, 3)
+        print(f"{name:<12} peak {r['peak_bytes'] / 2**30:6.2f} GiB = {r['peak_over_bf16_size']:.2f} x bf16 size "
+              f"(sampled tree RSS {r['sampled_tree_rss_bytes'] / 2**30:.2f} GiB, PSS "
+              f"{r['sampled_tree_pss_bytes'] / 2**30:.2f} GiB; ru_maxrss {r['ru_maxrss_bytes'] / 2**30:.2f} GiB), "
+              f"{r['seconds']} s", flush=True)
     result = {"shape": args.shape, "parameters": params, "bf16_bytes": bf16_bytes, "target_ratio": 1.5,
               "runs": runs, "machine": {"cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
                                         "python": platform.python_version(), "torch": torch.__version__},

@@ -38,7 +38,7 @@ have_slurm() { command -v slurmctld >/dev/null && command -v slurmd >/dev/null &
 
 can_start() {  # why a cluster cannot be started here, on stdout; empty if it can
   if [ "$(id -u)" != 0 ]; then
-    echo "not root (slurmd and munged need root; run as root or start a cluster yourself and export SLURM_CONF)"
+    echo "not root (apt-get, munged and slurmd need root)"
   elif ! have_slurm && ! command -v apt-get >/dev/null; then
     echo "slurm-wlm/munge are not installed and there is no apt-get to install them"
   fi
@@ -46,14 +46,16 @@ can_start() {  # why a cluster cannot be started here, on stdout; empty if it ca
 
 install() {
   have_slurm && return 0
-  log "installing slurm-wlm and munge with apt-get (about 10 s)"
+  mkdir -p "$DIR"
+  local aptlog=$DIR/apt.log
+  log "installing slurm-wlm and munge with apt-get (10-30 s; output in $aptlog)"
   export DEBIAN_FRONTEND=noninteractive
   # An update first only when the package lists are empty (a fresh container).
   if ! apt-cache show slurm-wlm >/dev/null 2>&1; then
-    apt-get update -qq >&2 || die "apt-get update failed: cannot install slurm-wlm and munge" 3
+    apt-get update -qq >"$aptlog" 2>&1 || { tail -n 20 "$aptlog" >&2; die "apt-get update failed: cannot install slurm-wlm and munge" 3; }
   fi
-  apt-get install -y -qq --no-install-recommends slurm-wlm munge >&2 \
-    || die "apt-get install slurm-wlm munge failed: cannot install them" 3
+  apt-get install -y -qq --no-install-recommends slurm-wlm munge >>"$aptlog" 2>&1 \
+    || { tail -n 20 "$aptlog" >&2; die "apt-get install slurm-wlm munge failed: cannot install them" 3; }
   have_slurm || die "slurm-wlm installed but slurmctld/slurmd/sbatch/munged are not on PATH"
 }
 

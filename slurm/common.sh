@@ -50,7 +50,7 @@ om_setup() {
 
 # om_parse "$@": handles --help and --dry-run; leaves the script's own arguments in OM_ARGS.
 om_parse() {
-  OM_WARNED= OM_TERMINATED= OM_FORWARDED= OM_STEP_PID=
+  OM_WARNED='' OM_TERMINATED='' OM_SIGNALLED='' OM_STEP_PID=''
   if om_in_job; then  # first thing: the warning may come at any time (bash's default for USR1 is to exit)
     trap om_on_warning USR1
     trap om_on_term TERM
@@ -167,34 +167,46 @@ om_torchrun_handles_usr1() {  # does this torch's torchrun have --signals-to-han
 }
 
 # Ask the running step's processes to stop: every process of the step gets SIGURG (ignored by default); the
-# slurm/task.sh wrappers turn it into $OM_TASK_SIGNAL for the trainer (or torchrun) alone.
-om_forward() {
-  [ -n "${OM_FORWARDED:-}" ] && return 0
+# slurm/task.sh wrappers turn it into $OM_TASK_SIGNAL for the trainer (or torchrun) alone. Sent again every 10 s
+# until the step ends: a step that srun is still creating, or a wrapper not yet trapping SIGURG, misses it.
+om_signal_step() {
   [ -n "${OM_STEP_PID:-}" ] && kill -0 "$OM_STEP_PID" 2>/dev/null || return 0
-  OM_FORWARDED=1
-  om_log "asking the step to checkpoint and exit (SIGURG to the step; the trainer gets SIG$OM_TASK_SIGNAL)"
+  if [ -z "${OM_SIGNALLED:-}" ]; then
+    om_log "asking the step to checkpoint and exit (SIGURG to the step; the trainer gets SIG$OM_TASK_SIGNAL)"
+  fi
+  OM_SIGNALLED=$SECONDS
   scancel --signal=URG "$SLURM_JOB_ID" || om_log "warning: scancel --signal=URG $SLURM_JOB_ID failed"
 }
 
-om_on_warning() { OM_WARNED=1; om_log "received USR1: the job is near its time limit (or was asked to requeue)"; om_forward; }
+om_on_warning() {
+  OM_WARNED=1
+  om_log "received USR1: the job is near its time limit (or was asked to requeue)"
+  om_signal_step
+}
 om_on_term() { OM_TERMINATED=1; om_log "received TERM: Slurm is ending the job (scancel, preemption or the time limit)"; }
 
-# Run the batch shell's traps while the step runs: the shell must wait in the background for traps to fire.
+# om_run_step dist|single PYTHON_ARGS...: run one step and wait for it; its exit status goes to OM_STEP_RC.
+# Bash runs a trap only between commands: the step runs in the background while the shell waits.
 om_run_step() {
   om_step_cmd "$@"
-  om_log "launch ($OM_LAUNCHER, $NNODES node(s) x $NPROC_PER_NODE): $(om_show "${OM_STEP_CMD[@]}")"
+  if [ "$1" = single ]; then om_log "launch: $(om_show "${OM_STEP_CMD[@]}")"
+  else om_log "launch ($OM_LAUNCHER, $NNODES node(s) x $NPROC_PER_NODE): $(om_show "${OM_STEP_CMD[@]}")"; fi
   if [ -n "$OM_DRY_RUN" ]; then OM_STEP_RC=0; return 0; fi
   export OM_TASK_SIGNAL OM_TASK_WAIT
   "${OM_STEP_CMD[@]}" &
-  OM_STEP_PID=$!
-  [ -n "${OM_WARNED:-}" ] && om_forward  # the warning came before the step started
-  OM_STEP_RC=0
+  OM_STEP_PID=$! OM_SIGNALLED='' OM_STEP_RC=0
   while :; do
+    if [ -n "${OM_WARNED:-}" ] && kill -0 "$OM_STEP_PID" 2>/dev/null; then  # a stop is pending: poll
+      if [ -z "$OM_SIGNALLED" ] || [ $((SECONDS - OM_SIGNALLED)) -ge 10 ]; then om_signal_step; fi
+      sleep 1 & wait $! 2>/dev/null || true
+      continue
+    fi
     if wait "$OM_STEP_PID"; then OM_STEP_RC=0; break; else OM_STEP_RC=$?; fi
+    # > 128: a trapped signal interrupted `wait` while the step runs on (or the step died of a signal)
     if [ "$OM_STEP_RC" -gt 128 ] && kill -0 "$OM_STEP_PID" 2>/dev/null; then continue; fi
     break
   done
-  if [ "$OM_STEP_RC" -gt 128 ]; then
+  if [ "$OM_STEP_RC" -gt 128 ]; then  # interrupted just as the step ended: its status is still there to collect
     local again=0
     wait "$OM_STEP_PID" 2>/dev/null || again=$?
     [ "$again" -ne 127 ] && OM_STEP_RC=$again
@@ -310,7 +322,7 @@ print(cfg.resolved_run_dir)
 EOF
 }
 
-# om_command_job NAME RUN_DIR PYTHON_ARGS...: the body of convert.sh, eval.sh and data_prep.sh's mix: one process;
+# om_command_job NAME RUN_DIR PYTHON_ARGS...: the body of convert.sh and eval.sh: one process;
 # on the warning it is stopped and the job requeued (at most OCTOMEGA_MAX_REQUEUES times: these commands redo or
 # resume their work, they have no checkpoint to show progress).
 om_command_job() {

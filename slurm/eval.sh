@@ -51,7 +51,7 @@ label=$(basename "$model")
 [ "$label" = hf ] && label=$(basename "$(dirname "$model")")
 out=${OUT:-${OCTOMEGA_RUNS:-runs}/eval/$label-$suite}
 extra=(--suite "$suite" --backend "${BACKEND:-vllm}")
-user_out= user_name= prev=
+user_out='' user_name='' prev=''
 for a in "$@"; do
   case "$a" in
     --out=*) out=${a#--out=}; user_out=1 ;;

@@ -49,7 +49,7 @@ ready() {  # may the child be signalled now?
 
 "$@" &
 child=$!
-pending= forwarded=
+pending='' forwarded=''
 trap 'pending=1' URG
 # Slurm's own signals (scancel, preemption, the time limit) reach the child directly: stay to report its status.
 trap ':' TERM INT HUP USR1 USR2

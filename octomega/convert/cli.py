@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ckpt_dir", metavar="CKPT_DIR")
     c.add_argument("--iteration", type=int, default=None)
     c.add_argument("--dtype", choices=DTYPES, default="fp32", help="compute dtype of both models (default fp32)")
-    c.add_argument("--atol", type=float, default=None, help="tolerance on the max |logit difference| "
-                                                            "(default 1e-3 in fp32, 0.25 in bf16)")
+    c.add_argument("--atol", type=float, default=None, help="tolerance on the max |logit difference| (default "
+                                                            "1e-3 in fp32; in bf16 3%% of the largest |logit|)")
     c.add_argument("--batch", type=int, default=2)
     c.add_argument("--seq-len", type=int, default=64)
     c.add_argument("--seed", type=int, default=0)

@@ -4,14 +4,16 @@ shell), checkpoints, requeues itself and resumes, as often as it takes, to exact
 uninterrupted run: every step once, none repeated or skipped.
 
 Slurm warns at its periodic time-limit check (every 60 s in 22.05): somewhere between the start and the limit of
-a 1-minute job, so each allocation trains a random share of a minute. STEPS is sized so that the run cannot
-finish in one allocation on a 2-core machine (~3.7 steps/s); a faster machine that does finish in one allocation
-repeats with 3x the steps.
+a 1-minute job, so each allocation trains a random share of a minute. The run starts with STEPS steps; when it
+finishes inside one allocation (a fast machine), it is repeated with as many steps as ~1.2 minutes of training
+at the speed it measured, which no 1-minute allocation can hold. The uninterrupted reference then trains the
+same number of steps.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STABLE = ROOT / "slurm" / "stable.sh"
-STEPS = int(os.environ.get("OCTOMEGA_SLURM_TEST_STEPS", "200"))
+STEPS = int(os.environ.get("OCTOMEGA_SLURM_TEST_STEPS", "25"))
 JOB_TIMEOUT = float(os.environ.get("OCTOMEGA_SLURM_TEST_TIMEOUT", "900"))  # seconds per job
 
 pytestmark = [pytest.mark.slow]
@@ -56,7 +58,9 @@ def requeued(slurm, tmp_path_factory):
         info = slurm.wait(job, JOB_TIMEOUT)
         if info.get("JobState") != "COMPLETED" or int(info.get("Restarts", 0)) > 0:
             break
-        steps *= 3  # it finished inside one allocation: this machine trains faster than assumed
+        timed = _train_records(run_dir)[1:]  # the first step includes warm-up work
+        steps_per_s = len(timed) / sum(r["step_time_s"] for r in timed)
+        steps = max(2 * steps, math.ceil(1.2 * 60 * steps_per_s))
     return {"steps": steps, "run_dir": run_dir, "job": job, "info": info}
 
 
@@ -97,7 +101,7 @@ def test_time_limit_requeue_resumes_to_the_same_losses(requeued, reference):
     events = (run_dir / "logs" / "jobs.log").read_text()
     assert events.count("requeue: checkpoint") == restarts, events
     text = log.read_text()
-    assert text.count("received USR1") == restarts and "resumed from" in text
+    assert text.count("received USR1") >= restarts and "resumed from" in text
     # every step trained once: each allocation resumed exactly where the last one saved
     got, want = _train_records(run_dir), _train_records(reference["run_dir"])
     assert [r["step"] for r in got] == list(range(1, requeued["steps"] + 1)), events

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def _run(script: str, *args: str, **env) -> subprocess.CompletedProcess:
 def test_script_is_valid_bash(path):
     p = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+def test_scripts_pass_shellcheck():
+    p = subprocess.run(["shellcheck", "-x", *map(str, ALL_SCRIPTS)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stdout
 
 
 @pytest.mark.parametrize("stage", STAGES)
