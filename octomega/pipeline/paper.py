@@ -1,0 +1,73 @@
+"""The paper-scale pipeline as a chain of sbatch jobs with dependencies (`afterok` waits through requeues).
+
+    stable -> decay_{long,short,hybrid} -> convert_<b> -> eval_fewshot_<b>
+                                                      \\-> rl_<b> -> convert is done by the RL run (RUN/hf) -> eval_rl_<b>
+
+Data preparation submits its own datatrove job arrays (`slurm/data_prep.sh all`, run it first, where sbatch works).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+MODELS = ("llama32_1b", "llama32_3b", "llama31_8b")
+BRANCHES = ("long", "short", "hybrid")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def chain(model: str) -> list[tuple[str, list[str], list[str], dict]]:
+    """(job name, command, names it depends on, extra env) in submission order."""
+    runs = os.environ.get("OCTOMEGA_RUNS", "runs")
+    slurm = REPO / "slurm"
+    env = {"MODEL": model}
+    jobs = [("stable", [str(slurm / "stable.sh"), f"{model}_stable"], [], env)]
+    for b in BRANCHES:
+        run = f"{runs}/{model}_decay_{b}"
+        jobs += [
+            (f"decay_{b}", [str(slurm / "decay.sh"), b], ["stable"], env),
+            (f"convert_{b}", [str(slurm / "convert.sh"), run, f"{run}/hf"], [f"decay_{b}"], env),
+            (f"eval_fewshot_{b}", [str(slurm / "eval.sh"), f"{run}/hf"], [f"convert_{b}"],
+             {**env, "SUITE": "base-fewshot"}),
+            (f"rl_{b}", [str(slurm / "rl.sh"), f"{model}_rl_grpo_{b}"], [f"convert_{b}"], env),
+            (f"eval_rl_{b}", [str(slurm / "eval.sh"), f"{runs}/{model}_rl_grpo_{b}/hf"], [f"rl_{b}"],
+             {**env, "SUITE": "rl-zeroshot"}),
+        ]
+    return jobs
+
+
+def _sbatch(name: str, cmd: list[str], deps: list[str], env: dict, dry: bool, ids: dict) -> str:
+    """Submit one job (or, dry, print the shell line that would): returns its job id or a shell variable."""
+    var = f"JOB_{name.upper()}"
+    dep = ["--dependency=afterok:" + ":".join(ids[d] for d in deps)] if deps else []
+    full = ["sbatch", "--parsable", *dep, *cmd]
+    envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    line = " ".join(c if c.startswith("--dependency") else shlex.quote(c) for c in full)
+    print(f"{var}=$({envs} {line})", flush=True)
+    if dry:
+        return "$" + var
+    out = subprocess.run(full, env=dict(os.environ, **env), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"sbatch failed for {name}: {out.stderr.strip()}")
+    return out.stdout.strip().split(";")[0]
+
+
+def run_paper(args) -> int:
+    if args.target not in MODELS:
+        print(f"octomega pipeline: unknown target {args.target!r}: tiny or one of {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    if not (args.dry_run or args.submit):
+        print("octomega pipeline: paper-scale runs go through Slurm: add --dry-run (print the sbatch chain) or "
+              "--submit (submit it)", file=sys.stderr)
+        return 2
+    print(f"# first, where sbatch works: OCTOMEGA_DATA=... slurm/data_prep.sh all   (datatrove job arrays + mix)")
+    ids: dict[str, str] = {}
+    for name, cmd, deps, env in chain(args.target):
+        print(f"# {name}" + (f" (after {', '.join(deps)})" if deps else ""))
+        ids[name] = _sbatch(name, cmd, deps, env, args.dry_run, ids)
+    if args.submit:
+        print("submitted: " + ", ".join(f"{k}={v}" for k, v in ids.items()))
+    return 0
