@@ -32,7 +32,6 @@ import torch  # noqa: E402
 
 from octomega.config import ModelConfig, RopeScaling  # noqa: E402
 from octomega.convert.mapping import LlamaShape  # noqa: E402
-from octomega.convert.random_llama import write_random_llama  # noqa: E402
 
 # Shapes from the public config.json files (RECIPE.md).
 SHAPES = {
@@ -99,9 +98,16 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="convert_mem_"))
     work.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    print(f"{args.shape}: {params / 1e9:.3f}B parameters, {bf16_bytes / 1e9:.2f} GB in bf16; work dir {work}", flush=True)
+    print(f"{args.shape}: {params / 1e9:.3f}B parameters, {bf16_bytes / 1e9:.2f} GB in bf16; work dir {work}",
+          flush=True)
     t = time.time()
-    write_random_llama(work / "hf", cfg, dtype=torch.bfloat16, seed=0)
+    # In a child process: this process stays small, so the children measured below do not inherit (between fork
+    # and exec) a large resident set that their ru_maxrss would count.
+    subprocess.run([py, "-c", "import sys, torch; sys.path.insert(0, sys.argv[1]); "
+                    "from bench.convert_memory import model_config; "
+                    "from octomega.convert.random_llama import write_random_llama; "
+                    "write_random_llama(sys.argv[2], model_config(sys.argv[3]), dtype=torch.bfloat16, seed=0)",
+                    str(ROOT), str(work / "hf"), args.shape], check=True)
     print(f"random HF checkpoint written in {time.time() - t:.0f} s", flush=True)
 
     runs = {"idle_import": measure([py, "-c", "import torch, megatron.core, transformers, octomega.convert.commands, "
@@ -110,8 +116,9 @@ def main() -> None:
                                   "hf-to-mcore", work)
     if not args.keep:
         shutil.rmtree(work / "hf")  # disk: at 8B each copy is 16 GB (the checkpoint keeps the tokenizer)
-    runs["mcore_to_hf"] = measure([py, "-m", "octomega.convert", "mcore-to-hf", str(work / "ckpt"), str(work / "hf_out")],
-                                  "mcore-to-hf", work)  # the tokenizer comes from the checkpoint's hf_assets/
+    # the tokenizer comes from the checkpoint's hf_assets/
+    runs["mcore_to_hf"] = measure([py, "-m", "octomega.convert", "mcore-to-hf", str(work / "ckpt"),
+                                   str(work / "hf_out")], "mcore-to-hf", work)
     for name, r in runs.items():
         r["peak_over_bf16_size"] = round(r["peak_bytes"] / bf16_bytes, 3)
         print(f"{name:<12} peak {r['peak_bytes'] / 2**30:6.2f} GiB = {r['peak_over_bf16_size']:.2f} x bf16 size "

@@ -243,7 +243,12 @@ om_requeue() {
     exit 0
   fi
   om_event "requeue: $*"
-  scontrol requeue "$SLURM_JOB_ID" || om_die "scontrol requeue $SLURM_JOB_ID failed: sbatch the same command to continue" 1
+  local term_before=$OM_TERMINATED
+  if ! scontrol requeue "$SLURM_JOB_ID"; then
+    # Slurm ends this allocation as it requeues the job: scontrol itself may get that TERM before it returns.
+    [ -z "$term_before" ] && [ -n "$OM_TERMINATED" ] && exit 0
+    om_die "scontrol requeue $SLURM_JOB_ID failed: sbatch the same command to continue" 1
+  fi
   exit 0
 }
 

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "when complete (written to a hidden sibling directory, then renamed).")
     sub = p.add_subparsers(dest="command", required=True, metavar="{hf-to-mcore,mcore-to-hf,verify}")
 
-    a = sub.add_parser("hf-to-mcore", help="HF Llama directory -> Megatron dist checkpoint `octomega train` starts from",
+    a = sub.add_parser("hf-to-mcore", help="HF Llama directory -> Megatron dist checkpoint to start training from",
                        description="Write OUT_DIR/iter_0000000 (torch_dist, reshardable to any TP/PP on load, with "
                                    "octomega.json and the COMPLETE marker) from an HF Llama directory. Start a run "
                                    "from it with init.from_checkpoint=OUT_DIR (or skip this step: init.hf_path=HF_DIR "

@@ -86,11 +86,12 @@ def build_for_conversion(cfg: ModelConfig, dtype: torch.dtype, vocab_rows: int, 
 
 
 def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
-    for name, value, div in (("num_attention_heads", cfg.num_attention_heads, tp),
-                             ("num_key_value_heads", cfg.num_query_groups, tp),
-                             ("intermediate_size", cfg.ffn_hidden_size, tp), ("num_hidden_layers", cfg.num_layers, pp)):
+    for flag, div, name, value in (("tp", tp, "num_attention_heads", cfg.num_attention_heads),
+                                   ("tp", tp, "num_key_value_heads", cfg.num_query_groups),
+                                   ("tp", tp, "intermediate_size", cfg.ffn_hidden_size),
+                                   ("pp", pp, "num_hidden_layers", cfg.num_layers)):
         if div < 1 or value % div:
-            raise ConvertError(f"--{'tp' if div == tp else 'pp'} {div} does not divide {name}={value}")
+            raise ConvertError(f"--{flag} {div} does not divide {name}={value}")
 
 
 @contextmanager

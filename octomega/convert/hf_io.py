@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from octomega.config import ConfigError, ModelConfig
+from octomega.config import ModelConfig
 from octomega.convert.mapping import LlamaShape
 
 INDEX = "model.safetensors.index.json"
@@ -27,7 +27,6 @@ ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.js
                "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json")
 _DTYPES = {"BF16": torch.bfloat16, "F32": torch.float32, "F16": torch.float16}
 _NAMES = {v: k for k, v in _DTYPES.items()}
-DTYPE_ARGS = {"bf16": torch.bfloat16, "fp32": torch.float32}
 _CONFIG_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 

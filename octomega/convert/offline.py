@@ -29,7 +29,9 @@ from octomega.convert.stream import Produce, read_boxes, save_streaming, stored_
 
 LAYER_KEYS = {role: "decoder.layers." + name for role, name in TE_NAMES.items()}
 ROLE_OF_KEY = {key: role for role, key in LAYER_KEYS.items()}
-EMBEDDING, FINAL_NORM, OUTPUT = "embedding.word_embeddings.weight", "decoder.final_layernorm.weight", "output_layer.weight"
+EMBEDDING = "embedding.word_embeddings.weight"
+FINAL_NORM = "decoder.final_layernorm.weight"
+OUTPUT = "output_layer.weight"
 
 
 def stored_layer_shapes(s: LlamaShape) -> dict[str, tuple[int, ...]]:
@@ -66,11 +68,13 @@ def hf_producer(ckpt: HFCheckpoint, s: LlamaShape) -> Produce:
 
     def vocab_rows(hf_name: str, offsets, sizes) -> torch.Tensor:
         start, n = offsets[0], sizes[0]
-        out = torch.zeros(sizes, dtype=ckpt.meta[hf_name][1])  # padding rows: zero (their logits are masked)
         stop = min(start + n, s.vocab)
+        cols = slice(offsets[1], offsets[1] + sizes[1])
+        if stop - start == n:  # no padding rows in this chunk: the HF rows as they are (one copy less)
+            return ckpt.read({"w": (hf_name, (slice(start, stop), cols))})["w"]
+        out = torch.zeros(sizes, dtype=ckpt.meta[hf_name][1])  # padding rows: zero (their logits are masked)
         if stop > start:
-            out[: stop - start] = ckpt.read({"w": (hf_name, (slice(start, stop), slice(offsets[1], offsets[1] +
-                                                                                        sizes[1])))})["w"]
+            out[: stop - start] = ckpt.read({"w": (hf_name, (slice(start, stop), cols))})["w"]
         return out
 
     def produce(key: str, offsets, sizes, dtype: torch.dtype) -> torch.Tensor | None:

@@ -100,6 +100,8 @@ def test_verify_passes_and_fails(tmp_path, world1, capsys):
     assert result["ok"] and result["max_abs_diff"] < 1e-4 and "max |logit difference|" in out
     assert main(["verify", str(b), str(tmp_path / "ck")]) == 1
     assert "FAILED" in capsys.readouterr().err
+    assert main(["verify", str(a), str(tmp_path / "ck"), "--dtype", "bf16"]) == 0  # relative tolerance
+    assert main(["verify", str(b), str(tmp_path / "ck"), "--dtype", "bf16"]) == 1
 
 
 # --------------------------------------------------------------------------------------------- bad input

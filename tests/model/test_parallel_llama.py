@@ -58,6 +58,12 @@ def _pipeline_forward(model, tokens):
     return out.float()
 
 
+def _numpy(t):
+    """Results cross processes as numpy arrays: torch tensors would travel through torch's shared-memory
+    reductions, which need the sending process alive when the parent unpickles (a race at exit)."""
+    return None if t is None else t.numpy()
+
+
 def _worker(rank, phases, hf_dirs, out_root):
     """Each phase (tp, pp, jobs) re-initialises Megatron's parallel state in the same processes."""
     from octomega.runtime import init_distributed
@@ -83,7 +89,7 @@ def _run_jobs(tp, pp, jobs, hf_dirs, out_root):
         hf_dir = hf_dirs[job["hf"]]
         model = build_model(ModelConfig(hf_config=hf_dir), parallel, dtype=dtype, on_gpu=False).eval()
         load_hf_into_model(hf_dir, [model])
-        r = {"logits": _pipeline_forward(model, _tokens(job["shape"]))}
+        r = {"logits": _numpy(_pipeline_forward(model, _tokens(job["shape"])))}
         want = _hf_tensors(hf_dir)
         names, mismatched = [], []
         for n, t in export_hf_weights([model]):
@@ -97,7 +103,7 @@ def _run_jobs(tp, pp, jobs, hf_dirs, out_root):
         if job.get("from_ckpt"):  # start from a `convert hf-to-mcore` checkpoint, resharded on load
             fresh = build_model(ModelConfig(hf_config=hf_dir), parallel, dtype=dtype, on_gpu=False).eval()
             load_checkpoint(job["from_ckpt"], fresh)
-            r["ckpt_logits"] = _pipeline_forward(fresh, _tokens(job["shape"]))
+            r["ckpt_logits"] = _numpy(_pipeline_forward(fresh, _tokens(job["shape"])))
         results[name] = r
     return {"tp_rank": ps.get_tensor_model_parallel_rank(), "pp_rank": ps.get_pipeline_model_parallel_rank(),
             "results": results}
@@ -152,7 +158,7 @@ def test_logits_equal_transformers_at_layout(launches, layout):
     assert len(last) == layout[0]  # every TP rank of the last stage holds the gathered logits
     for r in last:
         for name, cfg in SHAPES.items():
-            logits = r["results"][name]["logits"]
+            logits = torch.from_numpy(r["results"][name]["logits"])
             torch.testing.assert_close(logits[..., : cfg.vocab_size], launches["ref"][name], rtol=0, atol=1e-4)
 
 
@@ -170,7 +176,7 @@ def test_export_gives_identical_hf_tensors_on_every_rank(launches, layout):
 @pytest.mark.parametrize("layout", [(2, 1), (1, 2)])
 def test_hf_to_mcore_checkpoint_loads_at_layout(launches, layout):
     for r in _last_stage(launches["out"][layout]):
-        got = r["results"]["gqa2_untied_scaled"]["ckpt_logits"]
+        got = torch.from_numpy(r["results"]["gqa2_untied_scaled"]["ckpt_logits"])
         torch.testing.assert_close(got[..., :300], launches["ref"]["gqa2_untied_scaled"], rtol=0, atol=1e-4)
 
 

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STABLE = ROOT / "slurm" / "stable.sh"
-STEPS = int(os.environ.get("OCTOMEGA_SLURM_TEST_STEPS", "25"))
+STEPS = int(os.environ.get("OCTOMEGA_SLURM_TEST_STEPS", "15"))
 JOB_TIMEOUT = float(os.environ.get("OCTOMEGA_SLURM_TEST_TIMEOUT", "900"))  # seconds per job
 
 pytestmark = [pytest.mark.slow]
