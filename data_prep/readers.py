@@ -68,7 +68,10 @@ class UnitJsonlReader(_UnitReaderMixin, JsonlReader):
             with self.data_folder.open(unit.path, "rb", compression=compression) as f:
                 lineno, pos = 0, 0
                 if unit.start > 0:  # count the lines before our range, then finish the line that straddles it
-                    while pos < unit.start - 1:
+                    if not self.data_folder.is_local():  # remote: do not read the prefix; places become byte offsets
+                        f.seek(unit.start - 1)
+                        pos, lineno = unit.start - 1, None
+                    while lineno is not None and pos < unit.start - 1:
                         chunk = f.read(min(_COUNT_CHUNK, unit.start - 1 - pos))
                         if not chunk:
                             return
@@ -76,16 +79,16 @@ class UnitJsonlReader(_UnitReaderMixin, JsonlReader):
                         pos += len(chunk)
                     rest = f.readline()
                     pos += len(rest)
-                    lineno += rest.endswith(b"\n")
+                    lineno = None if lineno is None else lineno + rest.endswith(b"\n")
                 while unit.end is None or pos < unit.end:
                     line = f.readline()
                     if not line:
                         break
+                    where = f"{full}:{lineno + 1}" if lineno is not None else f"{full} at byte {pos}"
                     pos += len(line)
-                    lineno += 1
+                    lineno = None if lineno is None else lineno + 1
                     if not line.strip():
                         continue  # blank lines are not records
-                    where = f"{full}:{lineno}"
                     try:
                         rec = orjson.loads(line)
                     except orjson.JSONDecodeError as e:

@@ -16,6 +16,8 @@ import json
 import math
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,9 +47,19 @@ def _train_records(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def requeued(slurm, tmp_path_factory):
+def workdir():
+    """Run directories of the jobs. Not pytest's tmp_path: pytest keeps only the newest 3 base directories per
+    user, so another pytest session on the machine could delete them under jobs that run for minutes."""
+    path = Path(tempfile.mkdtemp(prefix="octomega-slurm-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def requeued(slurm, workdir):
     """slurm/stable.sh run outside a job (it submits itself) with --time=1 --signal=B:USR1@5."""
-    base = tmp_path_factory.mktemp("requeue")
+    base = workdir / "requeue"
+    base.mkdir()
     steps = STEPS
     for attempt in range(3):
         run_dir = base / f"run{attempt}"
@@ -65,9 +77,10 @@ def requeued(slurm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(slurm, requeued, tmp_path_factory):
+def reference(slurm, requeued, workdir):
     """The same run under a plain `sbatch slurm/stable.sh`, with the default time limit."""
-    base = tmp_path_factory.mktemp("reference")
+    base = workdir / "reference"
+    base.mkdir()
     run_dir = base / "run"
     p = slurm.run(["sbatch", "--parsable", *_cpu_job(), str(STABLE), *_overrides(run_dir, requeued["steps"])],
                   cwd=base)
