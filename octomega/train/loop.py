@@ -60,6 +60,9 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         from megatron.core import parallel_state as ps
 
+        # Handle SIGTERM/SIGUSR1 from the start: a signal during model build or checkpoint load must not kill
+        # the run unsaved (it is acted on after the first step).
+        self.signals = ExitSignal()
         self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
         self.cfg = validate(cfg, self.rt.world_size)
         self.run_dir = Path(cfg.resolved_run_dir)
@@ -160,7 +163,7 @@ class Trainer:
                                     wandb_id=self.meta.get("wandb_id"))
         flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size)
         speed = Throughput(flops, b.tokens_per_step, self.rt.world_size, detect_peak_flops())
-        signals = ExitSignal()
+        signals = self.signals
         data = train_iterator(self.train_ds, cfg, start_step=self.start_step, steps=b.steps, dp=self.dp,
                               dp_rank=self.dp_rank)
         self._print(f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
@@ -188,7 +191,7 @@ class Trainer:
                 self.save(step)
                 last_saved = step
             if interrupted:
-                status = "interrupted"
+                status = "interrupted" if step < b.steps else "complete"
                 break
         if step == stop_at and last_saved != step:
             self.save(step)
