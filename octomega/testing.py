@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue as queue_mod
 import socket
 import traceback
 
@@ -18,6 +19,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _detach(obj):
+    """Tensors sent through a queue share memory with a process that is about to exit (the parent may then fail
+    to read them): send numpy copies instead."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detach(v) for v in obj)
+    return obj
 
 
 def _worker(fn, rank, world_size, port, args, queue):
@@ -29,7 +44,7 @@ def _worker(fn, rank, world_size, port, args, queue):
 
         torch.set_num_threads(1)
         result = fn(rank, *args)
-        queue.put((rank, "ok", result))
+        queue.put((rank, "ok", _detach(result)))
     except BaseException:  # report every failure, including SystemExit from a CLI
         queue.put((rank, "error", traceback.format_exc()))
     finally:
@@ -59,8 +74,10 @@ def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 
             else:
                 errors.append(f"rank {rank} failed:\n{payload}")
                 break
-    except Exception as e:  # queue.Empty on timeout
-        errors.append(f"timed out after {timeout:.0f} s waiting for ranks ({type(e).__name__})")
+    except queue_mod.Empty:
+        errors.append(f"timed out after {timeout:.0f} s waiting for ranks")
+    except Exception as e:
+        errors.append(f"could not read a rank's result: {type(e).__name__}: {e}")
     finally:
         for p in procs:
             p.join(timeout=5 if not errors else 1)

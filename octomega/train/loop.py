@@ -112,7 +112,7 @@ class Trainer:
         if cfg.init.hf_path:
             from octomega.convert import load_hf_into_model
 
-            load_hf_into_model(cfg.init.hf_path, [self.model.module])
+            load_hf_into_model(cfg.init.hf_path, [self.model.module], optimizer=self.optimizer)
             self._print(f"initialised from Hugging Face weights {cfg.init.hf_path}")
         return 0, {}
 
