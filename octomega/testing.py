@@ -2,7 +2,8 @@
 
 `run_distributed(fn, world_size=2, args=(...))` spawns `world_size` processes (spawn start method, so each
 imports Megatron-Core afresh), sets the torchrun environment variables, calls `fn(rank, *args)` in each and
-returns the list of per-rank return values (which must be picklable). A failure on any rank raises with that
+returns the list of per-rank return values (which must be picklable; prefer numpy or plain Python to torch
+tensors: a tensor shares memory with a rank that may exit before the parent reads it). A failure on any rank raises with that
 rank's traceback; a hang is killed after `timeout` seconds.
 """
 
@@ -21,20 +22,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _detach(obj):
-    """Tensors sent through a queue share memory with a process that is about to exit (the parent may then fail
-    to read them): send numpy copies instead."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().numpy()
-    if isinstance(obj, dict):
-        return {k: _detach(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_detach(v) for v in obj)
-    return obj
-
-
 def _worker(fn, rank, world_size, port, args, queue):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OCTOMEGA_DEVICE="cpu")
@@ -44,7 +31,7 @@ def _worker(fn, rank, world_size, port, args, queue):
 
         torch.set_num_threads(1)
         result = fn(rank, *args)
-        queue.put((rank, "ok", _detach(result)))
+        queue.put((rank, "ok", result))
     except BaseException:  # report every failure, including SystemExit from a CLI
         queue.put((rank, "error", traceback.format_exc()))
     finally:
