@@ -61,14 +61,16 @@ def init_distributed(*, tp: int = 1, pp: int = 1, seed: int = 1234, timeout_minu
     if not gpu:
         cpu_backend.enable()
     if not torch.distributed.is_initialized():
-        if "RANK" not in os.environ:  # a plain `python -m octomega ...`: a world of one
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if gpu:
             torch.cuda.set_device(local_rank)
+        kwargs = {}
+        if "RANK" not in os.environ:
+            # A plain `python -m octomega ...`: a world of one on a free port. Nothing is written to os.environ,
+            # so subprocesses (tests, Slurm steps, the pipeline's stages) do not inherit a rank or a busy port.
+            kwargs = dict(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
         torch.distributed.init_process_group(
-            backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes)
+            backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs
         )
     world = torch.distributed.get_world_size()
     if world % (tp * pp):
