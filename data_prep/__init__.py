@@ -6,6 +6,7 @@ Tools (each `python -m data_prep.<tool> --help`):
     synth          the tiny demo corpora, RL prompts, test set and tokenizer
     decontaminate  n-gram overlap of a corpus or prompt set with benchmark test sets
     inspect        decode documents of a prefix, length histogram; verify a blend file
+    rl_prompts     RL prompt sets: templated, length-filtered jsonl (the RL stage's tool; docs/rl.md)
 """
 
 from data_prep.templates import QA_TEMPLATE  # "Question: {question}\nAnswer: {answer}", both styles

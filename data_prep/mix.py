@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from data_prep.megatron_io import PrefixError, read_index
-from data_prep.registry import CORPORA, MIXTURES, ROLES, role_of, tokenize_command
+from data_prep.registry import CORPORA, MIXTURES, ROLES, roles_of, tokenize_command
 
 BLEND_FORMAT = "octomega-blend/1"
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -63,13 +63,15 @@ def load_stats(path) -> dict:
 
 
 def _assign_roles(stats: list[dict], explicit: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """role -> corpora. A corpus fills every role it has (megamath-qa: qa in the stable stage, qa_short later)."""
     roles = {r: list(v) for r, v in explicit.items()}
     for s in stats:
-        role = s.get("role") or role_of(s["name"])
-        if role is None:
+        mine = s.get("roles") or ([s["role"]] if s.get("role") else roles_of(s["name"]))
+        if not mine:
             raise BlendError(f"{s['_path']}: cannot tell the role of corpus {s['name']!r}; pass --corpus ROLE="
                              f"{s['_path']} (roles: {', '.join(ROLES)}) or tokenize it with --role")
-        roles.setdefault(role, []).append(s)
+        for role in mine:
+            roles.setdefault(role, []).append(s)
     return roles
 
 
@@ -100,17 +102,26 @@ def _shares(mixture: str, roles: dict[str, list[dict]], weights: dict[str, float
                              "--corpus ROLE=STATS, or --drop-missing-roles to share their tokens among the others")
         for r in missing:
             warn(f"mixture {mixture}: role {r} ({share.pop(r):.0%}) has no corpus; the other roles grow to fill it")
-        for r, ss in roles.items():
-            if r not in share:
-                warn(f"mixture {mixture} does not use role {r}: {', '.join(s['name'] for s in ss)} left out")
         out = []
         for r, p in share.items():
             total = sum(s["tokens"] for s in roles[r]) or 1
             out += [(s, r, p * s["tokens"] / total) for s in roles[r]]
-    norm = sum(w for _, _, w in out)
+        used = {s["_path"] for s, _, _ in out}
+        for r, ss in roles.items():
+            unused = [s["name"] for s in ss if s["_path"] not in used]
+            if r not in share and unused:
+                warn(f"mixture {mixture} does not use role {r}: {', '.join(unused)} left out")
+    merged: dict[str, list] = {}  # a corpus in two used roles appears once, with both shares
+    for s, r, w in out:
+        if s["_path"] in merged:
+            merged[s["_path"]][1] += f"+{r}"
+            merged[s["_path"]][2] += w
+        else:
+            merged[s["_path"]] = [s, r, w]
+    norm = sum(w for _, _, w in merged.values())
     if norm <= 0:
         raise BlendError("all weights are zero")
-    return [(s, r, w / norm) for s, r, w in out if w > 0]
+    return [(s, r, w / norm) for s, r, w in merged.values() if w > 0]
 
 
 def compute_blend(stats: list[dict], mixture: str, train_tokens: int, corpus_roles: dict[str, list[dict]] | None = None,

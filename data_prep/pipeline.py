@@ -223,7 +223,8 @@ def finalize(job: TokenizeJob, log=print) -> dict:
     _check_bos_eos(job, parts[0]["prefix"])
     lengths = np.concatenate(train_lengths)
     stats = {
-        "format": STATS_FORMAT, "name": job.name, "role": job.role,
+        "format": STATS_FORMAT, "name": job.name, "role": job.role.split(",")[0] if job.role else None,
+        "roles": job.role.split(",") if job.role else [],
         "prefix": job.prefix if job.merge else None, "prefixes": parts,
         "valid_prefix": job.valid_prefix if job.valid_docs else None,
         "documents": int(len(lengths)), "tokens": int(lengths.sum(dtype=np.int64)),

@@ -2,7 +2,7 @@
 
 datatrove's own JsonlReader logs and drops a line that is not JSON, stops reading a file at the first invalid
 UTF-8 byte, and drops records without text silently; its readers shard by whole files (rank::world_size).
-These subclasses keep datatrove's folders (local, S3, hf://) and stats, but
+These subclasses keep datatrove's DataFolder I/O (compression included) and step stats, but
   - read the contiguous units a Plan gives each task (data_prep.sources), so order is preserved and one big
     file is shared by several tasks;
   - yield one Document per record: metadata["record"] (the parsed dict) and metadata["where"]
@@ -67,11 +67,8 @@ class UnitJsonlReader(_UnitReaderMixin, JsonlReader):
         try:
             with self.data_folder.open(unit.path, "rb", compression=compression) as f:
                 lineno, pos = 0, 0
-                if unit.start > 0:  # count the lines before our range, then finish the line that straddles it
-                    if not self.data_folder.is_local():  # remote: do not read the prefix; places become byte offsets
-                        f.seek(unit.start - 1)
-                        pos, lineno = unit.start - 1, None
-                    while lineno is not None and pos < unit.start - 1:
+                if unit.start > 0:  # count the lines before our range (fast: ~GB/s), finish the straddling line
+                    while pos < unit.start - 1:
                         chunk = f.read(min(_COUNT_CHUNK, unit.start - 1 - pos))
                         if not chunk:
                             return
@@ -79,16 +76,16 @@ class UnitJsonlReader(_UnitReaderMixin, JsonlReader):
                         pos += len(chunk)
                     rest = f.readline()
                     pos += len(rest)
-                    lineno = None if lineno is None else lineno + rest.endswith(b"\n")
+                    lineno += rest.endswith(b"\n")
                 while unit.end is None or pos < unit.end:
                     line = f.readline()
                     if not line:
                         break
-                    where = f"{full}:{lineno + 1}" if lineno is not None else f"{full} at byte {pos}"
                     pos += len(line)
-                    lineno = None if lineno is None else lineno + 1
+                    lineno += 1
                     if not line.strip():
                         continue  # blank lines are not records
+                    where = f"{full}:{lineno}"
                     try:
                         rec = orjson.loads(line)
                     except orjson.JSONDecodeError as e:

@@ -75,12 +75,12 @@ MIXTURES = {
 }
 
 
-def role_of(name: str) -> str | None:
-    """The first role of a registry corpus name, or the name itself when it is a role."""
+def roles_of(name: str) -> list[str]:
+    """The roles of a registry corpus name, or [name] when the name is a role ([] when neither)."""
     if name in ROLES:
-        return name
+        return [name]
     c = CORPORA.get(name)
-    return c.roles[0] if c else None
+    return list(c.roles) if c else []
 
 
 def tokenize_command(c: Corpus, tokenizer: str = "TOKENIZER", out: str = "OUT") -> str:

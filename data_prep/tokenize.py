@@ -202,7 +202,7 @@ def _corpus_defaults(args) -> None:
     args.hf_data_dir = args.hf_data_dir or c.data_dir
     args.hf_split = args.hf_split or c.split
     args.name = args.name or c.name
-    args.role = args.role or c.roles[0]
+    args.role = args.role or ",".join(c.roles)
     if not (args.text_key or args.qa_style or args.messages_key):
         args.text_key, args.messages_key = c.text_key, c.messages_key
         args.qa_style = c.qa_style if (c.question_key or c.messages_key) else None
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", required=True, help="tokenizer directory, tokenizer.json file or hub id")
     g.add_argument("--output-dir", required=True, help="where OUT/NAME.bin/.idx and OUT/NAME.stats.json go")
     g.add_argument("--name", help="prefix name inside --output-dir (default: the --corpus name)")
-    g.add_argument("--role", help="the corpus's role in mixtures (web, qa_short, qa_long, ...), stored in the stats")
+    g.add_argument("--role", help="the corpus's role(s) in mixtures (web, qa_short, qa_long, ...; comma-separated "
+                   "when it can fill several), stored in the stats")
     g.add_argument("--valid-docs", type=int, default=0, help="hold out this many documents in OUT/NAME_valid (0)")
     g.add_argument("--valid-seed", type=int, default=0, help="seed of the held-out choice (default 0)")
     g.add_argument("--bos-token", default="auto", help="token before each document: auto (<|begin_of_text|> or the "

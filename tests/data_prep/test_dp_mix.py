@@ -112,3 +112,16 @@ def test_cli_writes_a_blend_that_load_blend_accepts_and_bad_files_are_named(corp
     os.remove(blend["valid"][0]["prefix"] + ".bin")
     with pytest.raises(BlendError, match=r"valid\[0\]\.prefix"):
         load_blend(out)
+
+
+def test_a_corpus_with_two_roles_fills_both(corpora, tmp_path):
+    qa = json.loads((corpora / "omi2.stats.json").read_text()) | {"name": "megamath-qa", "role": "qa",
+                                                                    "roles": ["qa", "qa_short"]}
+    (tmp_path / "mqa.stats.json").write_text(json.dumps(qa))
+    s = stats(corpora, "web", "qa_short") + [load_stats(tmp_path / "mqa.stats.json")]
+    short = compute_blend(s, "decay_short", 10_000, warn=quiet)
+    w = {c["name"]: c["weight"] for c in short["corpora"]}
+    share = s[1]["tokens"] / (s[1]["tokens"] + qa["tokens"])
+    assert w == pytest.approx({"web": 0.7, "qa_short": 0.3 * share, "megamath-qa": 0.3 * (1 - share)})
+    stable = compute_blend(s, "stable", 10_000, drop_missing=True, warn=quiet)
+    assert {c["name"]: c["role"] for c in stable["corpora"]} == {"web": "web", "megamath-qa": "qa"}
