@@ -34,7 +34,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="Hugging Face model directory (hf, vllm) or Megatron checkpoint (megatron)")
     p.add_argument("--suite", choices=SUITES, default="base-fewshot",
                    help="base-fewshot: the harness's few-shot prompts (base models); rl-zeroshot: the RL stage's "
-                        "orz template, last \\boxed{} graded (RL models)")
+                        "orz template, last \\boxed{} graded (RL models); qa-zeroshot: the mid-training "
+                        "'Question: ...\\nAnswer:' format, last \\boxed{} graded (the tiny pipeline)")
     p.add_argument("--benchmarks", help=f"comma-separated (default: {','.join(DEFAULT_SUITE)}; also "
                                         f"{','.join(b for b in BENCHMARKS if b not in DEFAULT_SUITE)})")
     p.add_argument("--limit", type=int, help="first N items of each benchmark")
@@ -44,7 +45,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="temperature of the K samples (greedy pass: 0)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, help="default 1024 (base-fewshot), 2048 (rl-zeroshot)")
+    p.add_argument("--max-new-tokens", type=int, help="default 1024 (base-fewshot), 2048 (zero-shot suites)")
     p.add_argument("--backend", default="hf", help="hf | vllm | megatron")
     p.add_argument("--batch-size", type=int, help="rows per forward pass (hf; megatron if it accepts it)")
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")

@@ -24,6 +24,7 @@ from octomega.eval import harness as hs
 from octomega.eval.benchmarks import Benchmark, get_benchmark
 from octomega.eval.extract import split_math_answers
 from octomega.eval.normalize import harness_strip, hendrycks_strip, last_boxed, minerva_normalize
+from octomega.eval.prompts import is_zeroshot
 from octomega.eval.timeouts import run_with_timeout
 
 HARNESS_TIMEOUT_S = 15.0  # the harness's pebble pool gives each item 15 s
@@ -92,7 +93,7 @@ def extract_answer(text: str, benchmark: str | Benchmark, *, question: str = "",
                    suite: str = "base-fewshot") -> str | None:
     """The extracted answer as a string (several MATH answers joined by ", "); None when nothing was found."""
     bench = _bench(benchmark)
-    if suite == "rl-zeroshot":
+    if is_zeroshot(suite):
         box = ex.extract_boxed(text)
         return ex.choice_letter(box, bench.letters) if bench.is_choice else box
     pred = _harness_prediction(text, bench, question)
@@ -134,7 +135,7 @@ def grade(pred: str, gold: str | list[str], benchmark: str | Benchmark, *, quest
     """Harness-style verdict on a completion. A grader that runs past timeout_s counts as wrong."""
     bench = _bench(benchmark)
     ensure_loaded()
-    if suite == "rl-zeroshot":
+    if is_zeroshot(suite):
         return _zeroshot_verdict(pred, gold, bench, timeout_s)
     verdict, _ = run_with_timeout(_harness_verdict, pred, gold, bench, question, timeout_s=timeout_s, default=False)
     return bool(verdict)

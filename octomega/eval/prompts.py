@@ -16,8 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
-SUITES = ("base-fewshot", "rl-zeroshot")
+SUITES = ("base-fewshot", "rl-zeroshot", "qa-zeroshot")
 ZERO_SHOT_PROMPT = "orz_zeroshot"
+ZERO_SHOT_SUITES = {"rl-zeroshot": ZERO_SHOT_PROMPT, "qa-zeroshot": "qa_zeroshot"}
+"""Zero-shot suites: one prompt for every benchmark, the last \\boxed{} graded (the RL reward's rule).
+rl-zeroshot is OctoThinker's RL template; qa-zeroshot is the mid-training QA format the tiny models learnt."""
+
+
+def is_zeroshot(suite: str) -> bool:
+    return suite in ZERO_SHOT_SUITES
 
 
 def fill(template: str, **values: str) -> str:
@@ -76,10 +83,10 @@ def load_prompt(name: str) -> PromptSpec:
 
 
 def prompt_for(fewshot_prompt: str, suite: str) -> PromptSpec:
-    """The prompt a benchmark uses in a suite: its few-shot prompt, or the RL stage's orz template."""
+    """The prompt a benchmark uses in a suite: its few-shot prompt, or the suite's zero-shot template."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {list(SUITES)}")
-    return load_prompt(fewshot_prompt if suite == "base-fewshot" else ZERO_SHOT_PROMPT)
+    return load_prompt(fewshot_prompt if suite == "base-fewshot" else ZERO_SHOT_SUITES[suite])
 
 
 def orz_prompt(question: str) -> str:

@@ -16,6 +16,7 @@ from octomega.eval.benchmarks import Benchmark, Item
 from octomega.eval.grader import gold_text, grade, math_verify_grade
 from octomega.eval.harness import safe_arith
 from octomega.eval.normalize import last_boxed
+from octomega.eval.prompts import is_zeroshot
 
 
 def solution_completion(bench: Benchmark, item: Item) -> str | None:
@@ -48,7 +49,7 @@ def solution_completion(bench: Benchmark, item: Item) -> str | None:
 
 def format_completion(bench: Benchmark, item: Item, suite: str = "base-fewshot") -> str:
     g = gold_text(item.gold)
-    if suite == "rl-zeroshot":
+    if is_zeroshot(suite):
         return f"Let me think. The answer is \\boxed{{{g.upper() if bench.is_choice else g}}}."
     s = bench.scheme
     if s == "math":

@@ -9,6 +9,7 @@ ROOT/tiny_rl_grpo_<b>/metrics.jsonl (RL curves) and ROOT/eval/<model>-<suite>/ (
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -141,28 +142,44 @@ def plot_before_after(rows: list[dict], out: Path) -> str | None:
     return path.name
 
 
+def gain_se(before: dict, after: dict) -> float:
+    """Standard error of an accuracy change (after - before) on n problems, treating the two runs as independent
+    (conservative: the same problems are scored twice, which correlates them)."""
+    n = max(before.get("n") or 1, 1)
+    return math.sqrt(sum(p * (1 - p) for p in (before["accuracy"], after["accuracy"])) / n)
+
+
 def verdict(rows: list[dict]) -> str:
-    """Did the paper's ordering appear: QA branches gain more from RL than the stable-only model?"""
-    gains = {r["branch"]: r["after"]["accuracy"] - r["before"]["accuracy"] for r in rows if r["before"] and r["after"]}
-    if "web" not in gains or len(gains) < 2:
+    """Did the paper's ordering appear: QA branches gain more from RL than the stable-only model? A branch counts
+    as gaining more only when its gain exceeds the stable-only model's by two standard errors."""
+    done = {r["branch"]: r for r in rows if r["before"] and r["after"]}
+    if "web" not in done or len(done) < 2:
         return "Not enough finished runs to compare RL gains."
+    gains = {b: r["after"]["accuracy"] - r["before"]["accuracy"] for b, r in done.items()}
+    ses = {b: gain_se(r["before"], r["after"]) for b, r in done.items()}
     base = gains["web"]
-    better = [b for b in gains if b != "web" and gains[b] > base]
-    worse = [b for b in gains if b != "web" and gains[b] <= base]
-    text = [f"RL gain (zero-shot accuracy after - before): " +
-            ", ".join(f"{LABEL[b]} {100 * g:+.1f} points" for b, g in gains.items()) + "."]
-    if better and not worse:
+    others = [b for b in gains if b != "web"]
+    better = [b for b in others if gains[b] - base > 2 * math.hypot(ses[b], ses["web"])]
+    level = [b for b in others if b not in better and gains[b] >= base]
+    worse = [b for b in others if gains[b] < base and b not in better]
+    text = ["RL gain (zero-shot accuracy after - before, +- one standard error): " +
+            ", ".join(f"{LABEL[b]} {100 * g:+.1f} +- {100 * ses[b]:.1f} points" for b, g in gains.items()) + "."]
+    if better and not (level or worse):
         text.append("The paper's ordering appeared: every branch with QA data in its decay gained more from RL than "
-                    "the stable-only model.")
+                    "the stable-only model, each by more than two standard errors.")
     elif better:
+        rest = [f"{', '.join(LABEL[b] for b in level)} not by more than the noise" if level else "",
+                f"{', '.join(LABEL[b] for b in worse)} gained less" if worse else ""]
         text.append(f"The paper's ordering appeared only partly: {', '.join(LABEL[b] for b in better)} gained more "
-                    f"than the stable-only model, {', '.join(LABEL[b] for b in worse)} did not.")
+                    f"than the stable-only model (beyond two standard errors); " + "; ".join(r for r in rest if r)
+                    + ".")
     else:
-        text.append("The paper's ordering did NOT appear in this run: no QA branch gained more from RL than the "
-                    "stable-only model.")
-    text.append("One standard error is about 3 points at mid-range accuracy on 300 problems; seeds vary more "
-                "(TINY_SCIENCE.md). At this scale a stable-only model that never answers in the Question/Answer "
-                "format gets no reward to learn from: a format gap, not a reasoning gap.")
+        text.append("The paper's ordering did NOT clearly appear in this run: no QA branch gained more from RL than "
+                    "the stable-only model by more than two standard errors.")
+    text.append("Seeds vary more than this noise (TINY_SCIENCE.md). At this scale a stable-only model that never "
+                "answers in the Question/Answer format gets no reward to learn from: a format gap, not a reasoning "
+                "gap; and the long-CoT branch's gain is mostly learning to finish inside the 256-token cap (box "
+                "rate).")
     return " ".join(text)
 
 

@@ -24,6 +24,7 @@ class Stage:
     threads: int = 1  # OMP/torch threads for the stage's process
     env: dict = field(default_factory=dict)
     what: str = ""  # one line for the progress output
+    priority: int = 0  # among stages ready to start, higher first (long training stages before short evaluations)
 
 
 class StageFailed(RuntimeError):
@@ -79,7 +80,7 @@ class Runner:
         durations: dict[str, float] = {}
         t_start = time.perf_counter()
         while pending or running:
-            for s in list(pending):
+            for s in sorted(pending, key=lambda s: -s.priority):  # stable sort: list order within a priority
                 if len(running) >= self.jobs:
                     break
                 if all(self.is_done(d) for d in s.deps):

@@ -5,7 +5,8 @@
     everything -> report
 
 "web" is the stable-only control: a compute-matched decay on web text only (TINY_SCIENCE.md), so every model
-has seen the same number of tokens before RL. Independent stages run two at a time with one thread each.
+has seen the same number of tokens before RL. Independent stages run two at a time with one thread each, the longest kind first (decay, RL, conversion,
+evaluation), so that the two cores stay busy to the end.
 """
 
 from __future__ import annotations
@@ -38,16 +39,17 @@ def tiny_stages(root: Path, *, rl_overrides: list[str] | None = None) -> list[St
         rl = root / f"tiny_rl_grpo_{b}"
         stages += [
             Stage(f"decay_{b}", python_m("octomega", "train", f"tiny_decay_{b}"), ["stable"], env=env,
-                  what=f"decay branch {b}, 350 steps"),
+                  what=f"decay branch {b}, 350 steps", priority=3),
             Stage(f"hf_{b}", python_m("octomega", "convert", "mcore-to-hf", str(run), str(hf), "--tokenizer",
-                                      str(data / "synth" / "tokenizer"), "--overwrite"), [f"decay_{b}"], env=env),
-            Stage(f"eval_before_{b}", _eval(str(hf), root / "eval" / f"decay_{b}-zeroshot", "rl-zeroshot", data,
+                                      str(data / "synth" / "tokenizer"), "--overwrite"), [f"decay_{b}"], env=env,
+                  priority=1),
+            Stage(f"eval_before_{b}", _eval(str(hf), root / "eval" / f"decay_{b}-zeroshot", "qa-zeroshot", data,
                                             f"decay_{b}"), [f"hf_{b}"], env=env),
             Stage(f"eval_fewshot_{b}", _eval(str(hf), root / "eval" / f"decay_{b}-fewshot", "base-fewshot", data,
                                              f"decay_{b}"), [f"hf_{b}"], env=env),
             Stage(f"rl_{b}", python_m("octomega", "rl", f"tiny_rl_grpo_{b}", *(rl_overrides or [])),
-                  [f"decay_{b}"], env=env, what=f"GRPO from decay_{b}"),
-            Stage(f"eval_after_{b}", _eval(str(rl / "hf"), root / "eval" / f"rl_{b}-zeroshot", "rl-zeroshot", data,
+                  [f"decay_{b}"], env=env, what=f"GRPO from decay_{b}", priority=2),
+            Stage(f"eval_after_{b}", _eval(str(rl / "hf"), root / "eval" / f"rl_{b}-zeroshot", "qa-zeroshot", data,
                                            f"rl_{b}"), [f"rl_{b}"], env=env),
         ]
     stages.append(Stage("report", python_m("octomega.pipeline.report", str(root)),

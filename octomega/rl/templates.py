@@ -3,6 +3,7 @@
     orz   OctoThinker's RL template (RECIPE.md), rendered by octomega.eval.prompts (the rl-zeroshot suite's prompt)
     qa    the mid-training QA format "Question: {question}\\nAnswer:" (data_prep.QA_TEMPLATE without the answer):
           what the tiny models were trained on, so the tiny pipeline's RL starts from a model that answers
+          (the eval's qa-zeroshot suite renders the same text)
     raw   the question as given (a prompt set whose questions are already rendered)
 """
 
@@ -27,9 +28,15 @@ def _orz(question: str) -> str:
     return orz_prompt(question)
 
 
+def _qa(question: str) -> str:  # the eval's qa-zeroshot prompt: validation and `octomega eval` see the same text
+    from octomega.eval.prompts import load_prompt
+
+    return load_prompt("qa_zeroshot").render(question)
+
+
 TEMPLATES: dict[str, Template] = {
     "orz": Template("orz", _orz),
-    "qa": Template("qa", lambda q: f"Question: {q}\nAnswer:", ("\nQuestion:",)),
+    "qa": Template("qa", _qa, ("\nQuestion:",)),
     "raw": Template("raw", lambda q: q),
 }
 

@@ -19,6 +19,7 @@ PINNED = {
     "mathqa_4shot": "mathqa_4shot@v1#0411e3fe",
     "tiny_arith_3shot": "tiny_arith_3shot@v1#5db1599c",
     "orz_zeroshot": "orz_zeroshot@v1#0d12e026",
+    "qa_zeroshot": "qa_zeroshot@v1#ffac84ae",
 }
 
 
@@ -35,13 +36,14 @@ def test_every_benchmark_has_a_prompt_and_all_files_are_pinned():
     for b in BENCHMARKS.values():
         assert prompt_for(b.prompt, "base-fewshot").name == b.prompt
         assert prompt_for(b.prompt, "rl-zeroshot").name == "orz_zeroshot"
+        assert prompt_for(b.prompt, "qa-zeroshot").name == "qa_zeroshot"
     with pytest.raises(ValueError, match="unknown suite"):
         prompt_for("gsm_8shot", "chat")
 
 
 def test_shot_counts():
     counts = {"gsm_8shot": 8, "minerva_math_4shot": 4, "mmlu_stem_4shot": 4, "sat_math_4shot": 4, "ocw_4shot": 4,
-              "mathqa_4shot": 4, "amc_0shot": 0, "orz_zeroshot": 0, "tiny_arith_3shot": 3}
+              "mathqa_4shot": 4, "amc_0shot": 0, "orz_zeroshot": 0, "qa_zeroshot": 0, "tiny_arith_3shot": 3}
     for name, n in counts.items():
         assert len(load_prompt(name).exemplars) == n
 
@@ -65,3 +67,15 @@ def test_orz_template_is_the_rl_stage_prompt():
         "assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
         "User: You must put your answer inside \\boxed{} and Your final answer will be extracted automatically by "
         "the \\boxed{} tag.\nWhat is $1+\\{2\\}$?\nAssistant:")
+
+
+def test_qa_zeroshot_is_the_rl_qa_template_and_grades_the_box():
+    from octomega.eval.grader import extract_answer, grade
+    from octomega.rl.templates import get_template
+
+    q = "Ann has 3 pens. She buys 4 more. How many pens does Ann have?"
+    assert load_prompt("qa_zeroshot").render(q) == f"Question: {q}\nAnswer:" == get_template("qa").render(q)
+    assert load_prompt("qa_zeroshot").stop == get_template("qa").stop == ("\nQuestion:",)
+    assert extract_answer(" 3 + 4 = 7. The answer is 7.", "tiny_arith", suite="qa-zeroshot") is None
+    assert grade(" 3 + 4 = 7. The answer is \\boxed{7}.", "7", "tiny_arith", suite="qa-zeroshot")
+    assert not grade(" 3 + 4 = 7. The answer is 7.", "7", "tiny_arith", suite="qa-zeroshot")

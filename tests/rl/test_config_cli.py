@@ -91,14 +91,14 @@ def test_recipes_registered():
         assert {f"{size}_rl_grpo", f"{size}_rl_ppo", f"{size}_rl_grpo_long", f"{size}_rl_grpo_hybrid",
                 f"{size}_rl_grpo_short", f"{size}_rl_grpo_base"} <= names
     assert {"tiny_rl_grpo_short", "tiny_rl_grpo_long", "tiny_rl_grpo_hybrid", "tiny_rl_grpo_web",
-            "tiny_rl_ppo_short"} <= names
+            "tiny_rl_ppo_short", "tiny_rl_ppo_long"} <= names
     hybrid = recipes.get("llama32_3b_rl_grpo_hybrid")
     assert hybrid.rollout.response_stair == "0:4096" and hybrid.init.hf_path.endswith("llama32_3b_decay_hybrid/hf")
     tiny = validate_rl(recipes.get("tiny_rl_grpo_short"))
     u = units(tiny)
     assert (u.prompts, u.samples, u.updates_per_step) == (16, 8, 2)  # TINY_SCIENCE.md's GRPO settings
-    assert (tiny.optim.lr, tiny.rollout.response_cap(0), tiny.train.time_budget_s) == (5e-5, 256, 150.0)
-    assert recipes.get("tiny_rl_ppo_short").algo.name == "ppo"
+    assert (tiny.optim.lr, tiny.rollout.response_cap(0), tiny.train.time_budget_s) == (5e-5, 256, 120.0)
+    assert recipes.get("tiny_rl_ppo_short").algo.name == recipes.get("tiny_rl_ppo_long").algo.name == "ppo"
 
 
 def test_cli_dry_run(tmp_path, capsys):
