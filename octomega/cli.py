@@ -49,8 +49,9 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def resolve_config(recipe_name: str, overrides: list[str]):
     """A recipe by name, or a saved config JSON (a run's config.json), with overrides applied."""
+    from octomega.config import RunConfig, from_dict
+
     if recipe_name.endswith(".json"):
-        from octomega.config import RunConfig, from_dict
 
         path = Path(recipe_name)
         if not path.exists():
@@ -60,6 +61,10 @@ def resolve_config(recipe_name: str, overrides: list[str]):
         import recipes
 
         cfg = recipes.get(recipe_name)
+        if not isinstance(cfg, RunConfig):
+            command = "rl" if type(cfg).__name__ == "RLConfig" else "eval"
+            raise ConfigError(f"{recipe_name!r} is not a training recipe (it is a {type(cfg).__name__}): run "
+                              f"`octomega {command} {recipe_name}`; `octomega recipes` lists them")
     return apply_overrides(cfg, overrides)
 
 

@@ -19,7 +19,7 @@ def recipe(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:
 
 
 def _load_all() -> None:
-    from recipes import paper, rl, tiny  # noqa: F401  (registers)
+    from recipes import evals, paper, rl, tiny  # noqa: F401  (registers)
 
 
 def get(name: str) -> RunConfig:

@@ -31,3 +31,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$HASH" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$HASH" > "$STAMP"
 fi
+# verl's core RL algorithms are a test-only oracle (tests/rl/test_algos.py). verl pins transformers < 5.11, so it
+# goes in without its dependencies; torch, megatron-core and transformers stay as pyproject.toml pins them.
+ORACLE_STAMP=.venv/.octomega-verl-oracle
+if [ ! -f "$ORACLE_STAMP" ]; then
+  if .venv/bin/python -m pip install -q --no-deps verl==0.9.1 omegaconf==2.4.0 codetiming==1.4.0 tensordict==0.10.0 \
+      pyvers==0.1.0 cloudpickle orjson importlib_metadata; then
+    touch "$ORACLE_STAMP"
+  else
+    echo "bootstrap: warning: verl (test oracle) could not be installed; tests/rl/test_algos.py skips its verl checks" >&2
+  fi
+fi

@@ -31,7 +31,9 @@ def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="octomega eval", description="Evaluate a model on the OctoThinker math benchmarks.",
                                 epilog="Subcommands: `octomega eval compare RUN_DIR...`, `octomega eval selfcheck`, "
                                        "`octomega eval list`.")
-    p.add_argument("model", help="Hugging Face model directory (hf, vllm) or Megatron checkpoint (megatron)")
+    p.add_argument("model", help="Hugging Face model directory (hf, vllm), Megatron checkpoint (megatron), or an "
+                                 "evaluation recipe (`octomega recipes`: *_eval_*), whose settings the options "
+                                 "given here override")
     p.add_argument("--suite", choices=SUITES, default="base-fewshot",
                    help="base-fewshot: the harness's few-shot prompts (base models); rl-zeroshot: the RL stage's "
                         "orz template, last \\boxed{} graded (RL models); qa-zeroshot: the mid-training "
@@ -59,7 +61,51 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out instead of resuming it")
     p.add_argument("--chunk-size", type=int, default=64, help="items generated and saved together")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit (nothing loaded)")
     return p
+
+
+def _eval_recipe(name: str):
+    """The EvalRecipe registered under `name`, or None when `name` is a path (or no recipe has that name)."""
+    if Path(name).exists() or "/" in name:
+        return None
+    import recipes
+    from recipes.evals import EvalRecipe
+
+    try:
+        r = recipes.get(name)
+    except KeyError:
+        return None
+    if not isinstance(r, EvalRecipe):
+        raise ValueError(f"{name!r} is not an evaluation recipe (it is a {type(r).__name__}); evaluation recipes "
+                         "are named *_eval_*, see `octomega recipes`")
+    return r
+
+
+def parse_eval_args(argv: list[str]) -> argparse.Namespace:
+    """Parse; when MODEL names an evaluation recipe, its settings become the defaults and the options given win."""
+    p = eval_parser()
+    args = p.parse_args(argv)
+    r = _eval_recipe(args.model)
+    if r is not None:
+        defaults = r.cli_defaults()
+        model = defaults.pop("model")
+        p.set_defaults(**defaults)
+        args = p.parse_args(argv)
+        args.recipe, args.model = r.name, model
+    else:
+        args.recipe = None
+    return args
+
+
+def _resolved(args) -> dict:
+    name = args.name or Path(args.model).resolve().name
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{name}-{args.suite}"
+    return {"recipe": args.recipe, "model": args.model, "name": name, "out": str(out), "suite": args.suite,
+            "benchmarks": _benchmarks(args.benchmarks) or list(DEFAULT_SUITE), "backend": args.backend,
+            "max_new_tokens": args.max_new_tokens or (1024 if args.suite == "base-fewshot" else 2048),
+            "samples": args.samples, "samples_on": args.samples_on, "temperature": args.temperature,
+            "limit": args.limit, "generator": _generator_kwargs(args), "data_dir": args.data_dir}
 
 
 def _generator_kwargs(args) -> dict:
@@ -74,7 +120,12 @@ def _generator_kwargs(args) -> dict:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    args = eval_parser().parse_args(argv)
+    args = parse_eval_args(argv)
+    if args.dry_run:
+        import json
+
+        print(json.dumps(_resolved(args), indent=2))
+        return 0
     from octomega.eval.runner import run_eval
     from octomega.generate import get_generator
     from octomega.generate.hf_backend import check_hf_model_dir
@@ -85,8 +136,8 @@ def cmd_eval(argv: list[str]) -> int:
         load_items(get_benchmark(b), args.data_dir, hub=args.hub, limit=1)
     if args.backend in ("hf", "vllm"):
         check_hf_model_dir(args.model)
-    name = args.name or Path(args.model).resolve().name
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{name}-{args.suite}"
+    resolved = _resolved(args)
+    name, out = resolved["name"], Path(resolved["out"])
     generator = get_generator(args.backend, args.model, **_generator_kwargs(args))
     try:
         results = run_eval(generator, benchmarks, args.suite, out, limit=args.limit, samples=args.samples,

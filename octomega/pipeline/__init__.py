@@ -2,6 +2,7 @@
 
     octomega pipeline tiny [--out runs/tiny] [--from STAGE] [--jobs 2]     run on this machine (CPU, minutes)
     octomega pipeline tiny --list                                          the stages and whether they are done
+    octomega pipeline tiny --dry-run                                       the stages' commands, nothing run
     octomega pipeline llama32_3b --dry-run | --submit                      the paper-scale sbatch chain
 
 Re-running skips finished stages; `--from STAGE` redoes that stage and everything after it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_stage", default=None, help="redo this stage and every stage after it")
     p.add_argument("--jobs", type=int, default=2, help="stages run at once (tiny; default 2 = the 2 cores)")
     p.add_argument("--list", action="store_true", help="list the stages and whether each is done")
-    p.add_argument("--dry-run", action="store_true", help="paper: print the sbatch chain it would submit")
+    p.add_argument("--dry-run", action="store_true", help="print what would run: tiny, each stage's command and "
+                                                          "dependencies; paper, the sbatch chain")
     p.add_argument("--submit", action="store_true", help="paper: submit the chain with job dependencies")
     p.add_argument("--rl-override", action="append", default=[],
                    help="tiny: key=value passed to every RL stage (repeatable)")
@@ -44,6 +47,16 @@ def run_tiny(args) -> int:
         for s in runner.stages:
             print(f"{'done' if runner.is_done(s.name) else '    '}  {s.name:<20} after {', '.join(s.deps) or '-'}")
         return 0
+    if args.dry_run:
+        import shlex
+
+        print(f"# octomega pipeline tiny: {len(runner.stages)} stages under {root}, {runner.jobs} at a time; "
+              f"logs in {root / 'logs'}")
+        for s in runner.stages:
+            state = "done, skipped" if runner.is_done(s.name) else f"{s.threads} thread(s)"
+            print(f"# {s.name} (after {', '.join(s.deps) or '-'}; {state})\n"
+                  + " ".join(f"{k}={shlex.quote(v)}" for k, v in s.env.items()) + " " + shlex.join(s.cmd))
+        return 0
     if args.from_stage:
         try:
             print(f"[pipeline] redoing: {', '.join(runner.reset_from(args.from_stage))}")
@@ -51,11 +64,22 @@ def run_tiny(args) -> int:
             print(f"octomega pipeline: error: {e.args[0]}", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the running stages too (they save and exit)
     try:
         runner.run()
     except StageFailed as e:
         print(f"octomega pipeline: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("octomega pipeline: interrupted; the running stages were stopped (training stages save a checkpoint "
+              "first). Run the same command again: finished stages are skipped, training resumes.", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f} s; report: {root / 'report' / 'report.md'}")
     return 0
 

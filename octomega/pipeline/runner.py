@@ -48,8 +48,6 @@ def downstream(stages: list[Stage], start: str) -> set[str]:
 class Runner:
     def __init__(self, stages: list[Stage], out: Path, *, jobs: int = 2):
         self.stages, self.out, self.jobs = stages, out, max(1, jobs)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
-        (out / "stages").mkdir(parents=True, exist_ok=True)
 
     def done_marker(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.done"
@@ -72,6 +70,8 @@ class Runner:
         return subprocess.Popen(s.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def run(self) -> dict[str, float]:
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
         pending = [s for s in self.stages if not self.is_done(s.name)]
         skipped = [s.name for s in self.stages if self.is_done(s.name)]
         if skipped:
@@ -79,6 +79,20 @@ class Runner:
         running: dict[str, tuple[subprocess.Popen, float, Stage]] = {}
         durations: dict[str, float] = {}
         t_start = time.perf_counter()
+        try:
+            self._loop(pending, running, durations, t_start)
+        finally:  # an interrupted or failed pipeline leaves no stage running behind it
+            for proc, _, _ in running.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc, _, _ in running.values():
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        return durations
+
+    def _loop(self, pending: list[Stage], running: dict, durations: dict, t_start: float) -> None:
         while pending or running:
             for s in sorted(pending, key=lambda s: -s.priority):  # stable sort: list order within a priority
                 if len(running) >= self.jobs:
@@ -94,8 +108,6 @@ class Runner:
                 del running[name]
                 dt = time.perf_counter() - t0
                 if rc != 0:
-                    for p, _, _ in running.values():
-                        p.terminate()
                     tail = (self.out / "logs" / f"{name}.log").read_text().splitlines()[-25:]
                     raise StageFailed(f"stage {name} failed (exit {rc}) after {dt:.0f} s; last lines of "
                                       f"{self.out / 'logs' / (name + '.log')}:\n" + "\n".join(tail))
@@ -106,7 +118,6 @@ class Runner:
             if pending and not running and not any(all(self.is_done(d) for d in s.deps) for s in pending):
                 raise StageFailed("stages cannot start (missing dependencies): " + ", ".join(s.name for s in pending))
             time.sleep(0.2)
-        return durations
 
 
 def python_m(*args: str) -> list[str]:

@@ -1,0 +1,92 @@
+"""Evaluation recipes: which model, which suite, which benchmarks and how to generate, as `octomega eval RECIPE`.
+
+    <size>_eval_base            the untouched base model, few-shot (RECIPE.md: few-shot CoT, greedy, 1,024 new tokens)
+    <size>_eval_<branch>        a decay branch's HF export, few-shot, every benchmark (branch: long | short | hybrid)
+    <size>_eval_rl_<branch>     that branch after GRPO (RUN/hf), zero-shot with the orz template (RECIPE.md)
+    <size>_eval_rl              = <size>_eval_rl_long
+
+Benchmarks: all 13 (octomega.eval.benchmarks.DEFAULT_SUITE); avg@K with K = 16 samples on the small sets (AMC23,
+AIME24; assumed: the authors sample small sets, RECIPE.md). Generation: vLLM with the training recipe's tensor
+parallel size. Paths follow $OCTOMEGA_RUNS / $OCTOMEGA_MODELS as the training recipes do; any field can be
+changed on the command line (`octomega eval llama32_1b_eval_long --limit 50 --backend hf`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from recipes import recipe
+
+SIZES = {"llama32_1b": ("Llama-3.2-1B", 1), "llama32_3b": ("Llama-3.2-3B", 1), "llama31_8b": ("Llama-3.1-8B", 1)}
+# vLLM tensor parallelism: one H100 holds any of the three in bf16 (8B: 16 GB of weights); data parallelism over
+# GPUs is separate jobs (slurm/eval.sh per model).
+
+
+@dataclass
+class EvalRecipe:
+    """The `octomega eval` options of one evaluation (field = the option without its dashes)."""
+
+    name: str
+    model: str  # a Hugging Face model directory
+    suite: str = "base-fewshot"  # base-fewshot | rl-zeroshot | qa-zeroshot
+    benchmarks: list[str] | None = None  # None = all 13
+    backend: str = "vllm"
+    tensor_parallel_size: int | None = None
+    samples: int = 1  # K sampled completions (avg@K) besides the greedy one
+    samples_on: str = "small"
+    max_new_tokens: int | None = None  # None: 1024 (few-shot), 2048 (zero-shot)
+    out: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def cli_defaults(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("name", "extra")}
+        d["benchmarks"] = ",".join(self.benchmarks) if self.benchmarks else None
+        d["name"] = self.name
+        return {**d, **self.extra}
+
+
+def _runs() -> str:
+    return os.environ.get("OCTOMEGA_RUNS", "runs")
+
+
+def paper_eval(size: str, what: str) -> EvalRecipe:
+    runs, models = _runs(), os.environ.get("OCTOMEGA_MODELS", "models")
+    name = f"{size}_eval_{what}"
+    if what == "base":
+        model, suite = f"{models}/{SIZES[size][0]}", "base-fewshot"
+    elif what.startswith("rl_"):
+        model, suite = f"{runs}/{size}_rl_grpo_{what[3:]}/hf", "rl-zeroshot"
+    else:
+        model, suite = f"{runs}/{size}_decay_{what}/hf", "base-fewshot"
+    return EvalRecipe(name=name, model=model, suite=suite, tensor_parallel_size=SIZES[size][1], samples=16,
+                      out=f"{runs}/eval/{name}")
+
+
+def _register() -> None:
+    for size in SIZES:
+        for what in ("base", "long", "short", "hybrid", "rl_long", "rl_short", "rl_hybrid"):
+            def fn(size=size, what=what) -> EvalRecipe:
+                return paper_eval(size, what)
+
+            fn.__name__ = f"{size}_eval_{what}"
+            if what == "base":
+                fn.__doc__ = f"{size}: evaluate the base model {SIZES[size][0]}, few-shot, 13 benchmarks"
+            elif what.startswith("rl_"):
+                fn.__doc__ = (f"{size}: evaluate GRPO from the '{what[3:]}' branch (its RUN/hf), zero-shot orz "
+                              "template, 13 benchmarks")
+            else:
+                fn.__doc__ = f"{size}: evaluate the '{what}' decay branch (its HF export), few-shot, 13 benchmarks"
+            recipe(fn)
+
+        def rl(size=size) -> EvalRecipe:
+            cfg = paper_eval(size, "rl_long")
+            cfg.name, cfg.out = f"{size}_eval_rl", f"{_runs()}/eval/{size}_eval_rl"
+            return cfg
+
+        rl.__name__ = f"{size}_eval_rl"
+        rl.__doc__ = f"{size}: evaluate GRPO from the long branch (= {size}_eval_rl_long, its own output dir)"
+        recipe(rl)
+
+
+_register()

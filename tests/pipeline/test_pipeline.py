@@ -1,0 +1,170 @@
+"""`octomega pipeline`: the stage runner (dependencies, skipping, --from, failures, priorities), the tiny stage
+graph, the report and its verdict, and the paper-scale sbatch chain (dry run; submission is covered by
+tests/slurm against a real Slurm). The runner's stages here are small `python -c` commands, not the real stages:
+the real ones run in `make demo` and, piece by piece, in tests/train, tests/rl and tests/eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from octomega.pipeline.report import build_report, verdict
+from octomega.pipeline.runner import Runner, Stage, StageFailed, downstream
+from octomega.pipeline.tiny import BRANCHES, tiny_stages
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _append(log: Path, name: str, sleep: float = 0.0) -> list[str]:
+    return _py(f"import time; time.sleep({sleep}); open({str(log)!r}, 'a').write({name!r} + '\\n')")
+
+
+def test_runner_respects_dependencies_and_skips_finished_stages(tmp_path):
+    log = tmp_path / "order.txt"
+    stages = [Stage("a", _append(log, "a")), Stage("b", _append(log, "b"), ["a"]),
+              Stage("c", _append(log, "c"), ["a"]), Stage("d", _append(log, "d"), ["b", "c"])]
+    out = tmp_path / "run"
+    durations = Runner(stages, out, jobs=2).run()
+    order = log.read_text().split()
+    assert set(durations) == {"a", "b", "c", "d"} and order[0] == "a" and order[-1] == "d"
+    assert all((out / "stages" / f"{n}.done").exists() for n in "abcd")
+    assert (out / "logs" / "b.log").read_text().startswith("$ ")
+    assert Runner(stages, out, jobs=2).run() == {}  # everything done: nothing runs again
+    assert log.read_text().split() == order
+
+
+def test_from_redoes_a_stage_and_everything_after_it(tmp_path):
+    log = tmp_path / "order.txt"
+    stages = [Stage("a", _append(log, "a")), Stage("b", _append(log, "b"), ["a"]),
+              Stage("c", _append(log, "c"), ["b"]), Stage("x", _append(log, "x"), ["a"])]
+    runner = Runner(stages, tmp_path / "run")
+    runner.run()
+    assert downstream(stages, "b") == {"b", "c"}
+    assert runner.reset_from("b") == ["b", "c"]
+    log.write_text("")
+    runner.run()
+    assert sorted(log.read_text().split()) == ["b", "c"]
+    with pytest.raises(KeyError, match="unknown stage 'nope'"):
+        runner.reset_from("nope")
+
+
+def test_a_failed_stage_names_its_log_and_stops_the_others(tmp_path):
+    marker = tmp_path / "slow_finished"
+    stages = [Stage("slow", _py(f"import time; time.sleep(20); open({str(marker)!r}, 'w')")),
+              Stage("bad", _py("import sys; print('something broke here'); sys.exit(3)")),
+              Stage("after", _py("pass"), ["bad"])]
+    out = tmp_path / "run"
+    with pytest.raises(StageFailed, match=r"stage bad failed \(exit 3\)[\s\S]*something broke here"):
+        Runner(stages, out, jobs=2).run()
+    assert not (out / "stages" / "bad.done").exists() and not (out / "stages" / "after.done").exists()
+    assert not marker.exists()  # the running stage was terminated, not left behind
+
+
+def test_higher_priority_stages_start_first(tmp_path):
+    log = tmp_path / "order.txt"
+    stages = [Stage("eval", _append(log, "eval"), priority=0), Stage("train", _append(log, "train"), priority=3),
+              Stage("rl", _append(log, "rl"), priority=2)]
+    Runner(stages, tmp_path / "run", jobs=1).run()
+    assert log.read_text().split() == ["train", "rl", "eval"]
+
+
+def test_missing_dependencies_are_reported(tmp_path):
+    with pytest.raises(StageFailed, match="cannot start"):
+        Runner([Stage("a", _py("pass"), ["ghost"])], tmp_path / "run").run()
+
+
+def test_tiny_graph_covers_every_stage_of_the_paper(tmp_path):
+    stages = {s.name: s for s in tiny_stages(tmp_path)}
+    assert stages["stable"].deps == ["data"] and stages["stable"].threads == 2
+    for b in BRANCHES:
+        assert stages[f"decay_{b}"].deps == ["stable"]
+        assert stages[f"rl_{b}"].deps == [f"decay_{b}"] and f"tiny_rl_grpo_{b}" in stages[f"rl_{b}"].cmd
+        for name in (f"eval_before_{b}", f"eval_after_{b}"):  # the same zero-shot prompt before and after RL
+            cmd = stages[name].cmd
+            assert cmd[cmd.index("--suite") + 1] == "qa-zeroshot"
+        assert "base-fewshot" in stages[f"eval_fewshot_{b}"].cmd
+        assert stages[f"decay_{b}"].priority > stages[f"rl_{b}"].priority > stages[f"eval_before_{b}"].priority
+    assert set(stages["report"].deps) == set(stages) - {"report"}
+    assert set(BRANCHES) == {"web", "short", "long", "hybrid"}
+
+
+def _fake_eval(root: Path, name: str, accuracy: float, n: int = 300) -> None:
+    """An `octomega eval` output directory with `accuracy` (results.json + samples.jsonl), written by hand."""
+    d = root / "eval" / name
+    (d / "tiny_arith").mkdir(parents=True)
+    correct = round(accuracy * n)
+    (d / "results.json").write_text(json.dumps({"benchmarks": {"tiny_arith": {
+        "n": n, "accuracy": correct / n, "levels": {lv: {"accuracy": accuracy} for lv in ("L1", "L2", "L3")}}}}))
+    with open(d / "tiny_arith" / "samples.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"sample": 0, "completion": f"x = 1. The answer is \\boxed{{{1 if i < correct else 2}}}."})
+                    + "\n")
+
+
+def _row(branch: str, before: float, after: float, n: int = 300) -> dict:
+    return {"branch": branch, "before": {"accuracy": before, "n": n}, "after": {"accuracy": after, "n": n}}
+
+
+def test_verdict_claims_the_ordering_only_beyond_the_noise():
+    clear = verdict([_row("web", 0, 0), _row("short", 0.5, 0.65), _row("long", 0.1, 0.25)])
+    assert "The paper's ordering appeared: every branch" in clear
+    noise = verdict([_row("web", 0, 0), _row("short", 0.5, 0.52), _row("long", 0.1, 0.11)])
+    assert "did NOT clearly appear" in noise
+    partly = verdict([_row("web", 0, 0), _row("short", 0.687, 0.637), _row("long", 0.093, 0.2)])
+    assert "only partly" in partly and "decay long" in partly.split("only partly")[1].split("gained more")[0]
+    assert "decay short gained less" in partly
+    assert verdict([_row("short", 0.5, 0.6)]).startswith("Not enough")
+
+
+def test_report_tables_plots_and_verdict(tmp_path):
+    for b, (before, after) in {"web": (0.0, 0.0), "short": (0.6, 0.75), "long": (0.1, 0.3),
+                               "hybrid": (0.5, 0.62)}.items():
+        _fake_eval(tmp_path, f"decay_{b}-zeroshot", before)
+        _fake_eval(tmp_path, f"decay_{b}-fewshot", before / 2)
+        _fake_eval(tmp_path, f"rl_{b}-zeroshot", after)
+    rl = tmp_path / "tiny_rl_grpo_short"
+    rl.mkdir()
+    (rl / "metrics.jsonl").write_text("\n".join(json.dumps(
+        {"kind": "train", "step": i, "reward_mean": -1 + i / 10, "accuracy": i / 20, "response_len_mean": 40})
+        for i in range(1, 6)))
+    report = build_report(tmp_path)
+    text = report.read_text()
+    assert "| decay short | 60.0 | 100.0 | 75.0 |" in text and "+15.0" in text
+    assert "The paper's ordering appeared" in text
+    assert (tmp_path / "report" / "rl_curves.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "accuracy_before_after.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())[1]["branch"] == "short"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "octomega", "pipeline", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_tiny_dry_run_prints_commands_and_runs_nothing(tmp_path):
+    p = _cli("tiny", "--out", str(tmp_path / "t"), "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "# rl_long (after decay_long; 1 thread(s))" in p.stdout and "octomega rl tiny_rl_grpo_long" in p.stdout
+    assert not (tmp_path / "t").exists()
+    p = _cli("tiny", "--out", str(tmp_path / "t"), "--from", "nope")
+    assert p.returncode == 2 and "unknown stage 'nope'" in p.stderr
+
+
+def test_paper_chain_dry_run_has_every_stage_with_dependencies():
+    p = _cli("llama32_1b", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "JOB_STABLE=$(MODEL=llama32_1b sbatch --parsable" in out and "stable.sh llama32_1b_stable" in out
+    for b in ("long", "short", "hybrid"):
+        assert f"JOB_DECAY_{b.upper()}=$(MODEL=llama32_1b sbatch --parsable --dependency=afterok:$JOB_STABLE" in out
+        assert f"--dependency=afterok:$JOB_DECAY_{b.upper()}" in out and f"llama32_1b_rl_grpo_{b}" in out
+        assert f"--dependency=afterok:$JOB_RL_{b.upper()}" in out
+    bad = _cli("llama32_1b")
+    assert bad.returncode == 2 and "--dry-run" in bad.stderr
+    assert _cli("llama99", "--dry-run").returncode == 2
