@@ -63,9 +63,16 @@ def plot_losses(root: Path, out: Path) -> str | None:
     offset = train[-1]["tokens"] if train else 0
     ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], color="black", label="stable (train)")
     ax_lr.plot([r["tokens"] for r in train], [r["lr"] for r in train], color="black")
-    for r in (r for r in stable if r["kind"] == "valid"):
-        vals = [v for k, v in r.items() if k.startswith("valid_loss/")]
-        ax.scatter([r["tokens"]] * len(vals), vals, s=12, color="black", marker="x")
+    markers = {"web": "o", "qa_short": "x", "qa_long": "^"}  # one marker per fixed validation set
+
+    def scatter_valid(rows, color, shift):
+        for r in (r for r in rows if r["kind"] == "valid"):
+            for k, v in r.items():
+                if k.startswith("valid_loss/"):
+                    ax.scatter([shift + r["tokens"]], [v], s=14, color=color, marker=markers.get(k[11:], "s"),
+                               facecolors="none" if markers.get(k[11:]) in ("o", "^") else None)
+
+    scatter_valid(stable, "black", 0)
     for b, color in zip(BRANCHES, ("tab:gray", "tab:blue", "tab:red", "tab:green")):
         rows = [r for r in _jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl") if r["kind"] == "train"]
         if not rows:
@@ -73,12 +80,13 @@ def plot_losses(root: Path, out: Path) -> str | None:
         xs = [offset + r["tokens"] for r in rows]
         ax.plot(xs, [r["loss"] for r in rows], color=color, label=f"{LABEL[b]} (train)")
         ax_lr.plot(xs, [r["lr"] for r in rows], color=color)
-        for r in (r for r in _jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl") if r["kind"] == "valid"):
-            vals = [v for k, v in r.items() if k.startswith("valid_loss/")]
-            ax.scatter([offset + r["tokens"]] * len(vals), vals, s=12, color=color, marker="x")
+        scatter_valid(_jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl"), color, offset)
+    for name, m in markers.items():  # legend entries for the validation sets' markers
+        ax.scatter([], [], color="black", marker=m, s=14, facecolors="none" if m in ("o", "^") else None,
+                   label=f"validation: {name}")
     ax.set_ylabel("loss")
-    ax.set_title("Stable then decay: training loss; x = validation on the fixed held-out sets (web, QA short/long)")
-    ax.legend(fontsize=8)
+    ax.set_title("Stable then decay: training loss (lines) and validation loss on fixed held-out sets (markers)")
+    ax.legend(fontsize=8, ncol=2)
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("tokens")
     fig.tight_layout()
