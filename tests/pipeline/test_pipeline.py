@@ -133,11 +133,18 @@ def test_report_tables_plots_and_verdict(tmp_path):
     (rl / "metrics.jsonl").write_text("\n".join(json.dumps(
         {"kind": "train", "step": i, "reward_mean": -1 + i / 10, "accuracy": i / 20, "response_len_mean": 40})
         for i in range(1, 6)))
+    for run, lr in (("tiny_stable", 1e-3), ("tiny_decay_short", 5e-4)):
+        (tmp_path / run).mkdir()
+        rows = [{"kind": "train", "step": i, "tokens": 4096 * i, "loss": 3 - i / 5, "lr": lr} for i in range(1, 6)]
+        rows.append({"kind": "valid", "step": 5, "tokens": 4096 * 5, "valid_loss/web": 2.0, "valid_loss/qa_short": 3.0,
+                     "valid_loss/qa_long": 4.0})
+        (tmp_path / run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     report = build_report(tmp_path)
     text = report.read_text()
     assert "| decay short | 60.0 | 100.0 | 75.0 |" in text and "+15.0" in text
     assert "The paper's ordering appeared" in text
     assert (tmp_path / "report" / "rl_curves.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "loss_lr.png").stat().st_size > 1000 and "![Loss across stable and decay" in text
     assert (tmp_path / "report" / "accuracy_before_after.png").stat().st_size > 1000
     assert json.loads((tmp_path / "report" / "summary.json").read_text())[1]["branch"] == "short"
 
