@@ -52,7 +52,6 @@ def resolve_config(recipe_name: str, overrides: list[str]):
     from octomega.config import RunConfig, from_dict
 
     if recipe_name.endswith(".json"):
-
         path = Path(recipe_name)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
@@ -62,7 +61,9 @@ def resolve_config(recipe_name: str, overrides: list[str]):
 
         cfg = recipes.get(recipe_name)
         if not isinstance(cfg, RunConfig):
-            command = "rl" if type(cfg).__name__ == "RLConfig" else "eval"
+            from octomega.rl.config import RLConfig
+
+            command = "rl" if isinstance(cfg, RLConfig) else "eval"
             raise ConfigError(f"{recipe_name!r} is not a training recipe (it is a {type(cfg).__name__}): run "
                               f"`octomega {command} {recipe_name}`; `octomega recipes` lists them")
     return apply_overrides(cfg, overrides)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from octomega.train.flops import PEAK_FLOPS, flops_per_batch
+from octomega.train.schedule import budget
 
 MEASURED_MFU = 0.342  # Megatron-Core + TE bf16, Llama-3.2-1B shape, seq 4096, one H100 (ARCHITECTURE.md)
 PEAK = PEAK_FLOPS["H100"]
@@ -29,11 +30,9 @@ def estimate(name: str, mfu: float = MEASURED_MFU) -> dict:
     import recipes
 
     cfg = recipes.get(name)
-    t = cfg.train
-    tokens_per_step = t.global_batch_size * t.seq_length
-    steps = -(-t.train_tokens // tokens_per_step)  # rounded up to whole steps, as the trainer does
-    flops = flops_per_batch(cfg.model, t.seq_length, t.global_batch_size) * steps
-    return {"recipe": name, "tokens": steps * tokens_per_step, "steps": steps, "tokens_per_step": tokens_per_step,
+    b = budget(cfg)  # the trainer's own rounding up to whole steps
+    flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size) * b.steps
+    return {"recipe": name, "tokens": b.tokens, "steps": b.steps, "tokens_per_step": b.tokens_per_step,
             "lr": cfg.optim.lr, "layout": f"TP{cfg.parallel.tp} PP{cfg.parallel.pp}"
             + (" SP" if cfg.parallel.sequence_parallel else "") + (" dist-opt" if cfg.parallel.distributed_optimizer
                                                                     else "")

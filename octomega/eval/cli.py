@@ -98,12 +98,18 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _resolved(args) -> dict:
+def _name_and_out(args) -> tuple[str, Path]:
     name = args.name or Path(args.model).resolve().name
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{name}-{args.suite}"
+    return name, Path(args.out) if args.out else Path("runs") / "eval" / f"{name}-{args.suite}"
+
+
+def _resolved(args) -> dict:
+    from octomega.eval.runner import EvalSettings
+
+    name, out = _name_and_out(args)
     return {"recipe": args.recipe, "model": args.model, "name": name, "out": str(out), "suite": args.suite,
             "benchmarks": _benchmarks(args.benchmarks) or list(DEFAULT_SUITE), "backend": args.backend,
-            "max_new_tokens": args.max_new_tokens or (1024 if args.suite == "base-fewshot" else 2048),
+            "max_new_tokens": EvalSettings(suite=args.suite, max_new_tokens=args.max_new_tokens).new_tokens(),
             "samples": args.samples, "samples_on": args.samples_on, "temperature": args.temperature,
             "limit": args.limit, "generator": _generator_kwargs(args), "data_dir": args.data_dir}
 
@@ -136,8 +142,7 @@ def cmd_eval(argv: list[str]) -> int:
         load_items(get_benchmark(b), args.data_dir, hub=args.hub, limit=1)
     if args.backend in ("hf", "vllm"):
         check_hf_model_dir(args.model)
-    resolved = _resolved(args)
-    name, out = resolved["name"], Path(resolved["out"])
+    name, out = _name_and_out(args)
     generator = get_generator(args.backend, args.model, **_generator_kwargs(args))
     try:
         results = run_eval(generator, benchmarks, args.suite, out, limit=args.limit, samples=args.samples,

@@ -65,12 +65,15 @@ def plot_losses(root: Path, out: Path) -> str | None:
     ax_lr.plot([r["tokens"] for r in train], [r["lr"] for r in train], color="black")
     markers = {"web": "o", "qa_short": "x", "qa_long": "^"}  # one marker per fixed validation set
 
+    def scatter(x, y, color, valid_set, **kw):
+        m = markers.get(valid_set, "s")
+        ax.scatter(x, y, s=14, color=color, marker=m, facecolors="none" if m in ("o", "^") else None, **kw)
+
     def scatter_valid(rows, color, shift):
         for r in (r for r in rows if r["kind"] == "valid"):
             for k, v in r.items():
                 if k.startswith("valid_loss/"):
-                    ax.scatter([shift + r["tokens"]], [v], s=14, color=color, marker=markers.get(k[11:], "s"),
-                               facecolors="none" if markers.get(k[11:]) in ("o", "^") else None)
+                    scatter([shift + r["tokens"]], [v], color, k.removeprefix("valid_loss/"))
 
     scatter_valid(stable, "black", 0)
     for b, color in zip(BRANCHES, ("tab:gray", "tab:blue", "tab:red", "tab:green")):
@@ -81,9 +84,8 @@ def plot_losses(root: Path, out: Path) -> str | None:
         ax.plot(xs, [r["loss"] for r in rows], color=color, label=f"{LABEL[b]} (train)")
         ax_lr.plot(xs, [r["lr"] for r in rows], color=color)
         scatter_valid(_jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl"), color, offset)
-    for name, m in markers.items():  # legend entries for the validation sets' markers
-        ax.scatter([], [], color="black", marker=m, s=14, facecolors="none" if m in ("o", "^") else None,
-                   label=f"validation: {name}")
+    for name in markers:  # legend entries for the validation sets' markers
+        scatter([], [], "black", name, label=f"validation: {name}")
     ax.set_ylabel("loss")
     ax.set_title("Stable then decay: training loss (lines) and validation loss on fixed held-out sets (markers)")
     ax.legend(fontsize=8, ncol=2)
@@ -169,7 +171,7 @@ def verdict(rows: list[dict]) -> str:
     others = [b for b in gains if b != "web"]
     better = [b for b in others if gains[b] - base > 2 * math.hypot(ses[b], ses["web"])]
     level = [b for b in others if b not in better and gains[b] >= base]
-    worse = [b for b in others if gains[b] < base and b not in better]
+    worse = [b for b in others if gains[b] < base]
     text = ["RL gain (zero-shot accuracy after - before, +- one standard error): " +
             ", ".join(f"{LABEL[b]} {100 * g:+.1f} +- {100 * ses[b]:.1f} points" for b, g in gains.items()) + "."]
     if better and not (level or worse):

@@ -5,8 +5,8 @@
     everything -> report
 
 "web" is the stable-only control: a compute-matched decay on web text only (TINY_SCIENCE.md), so every model
-has seen the same number of tokens before RL. Independent stages run two at a time with one thread each, the longest kind first (decay, RL, conversion,
-evaluation), so that the two cores stay busy to the end.
+has seen the same number of tokens before RL. Independent stages run two at a time with one thread each, the
+longest kind first (decay, RL, conversion, evaluation), so that the two cores stay busy to the end.
 """
 
 from __future__ import annotations
