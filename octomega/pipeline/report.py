@@ -188,8 +188,13 @@ def verdict(rows: list[dict]) -> str:
                     "the stable-only model by more than two standard errors.")
     text.append("Seeds vary more than this noise (TINY_SCIENCE.md). At this scale a stable-only model that never "
                 "answers in the Question/Answer format gets no reward to learn from: a format gap, not a reasoning "
-                "gap; and the long-CoT branch's gain is mostly learning to finish inside the 256-token cap (box "
-                "rate).")
+                "gap.")
+    boxes = {b: (r["before"].get("box_rate"), r["after"].get("box_rate")) for b, r in done.items()}
+    moved = [f"{LABEL[b]} {100 * b0:.0f}% -> {100 * b1:.0f}%" for b, (b0, b1) in boxes.items()
+             if b0 is not None and b1 is not None and b1 - b0 >= 0.05]
+    if moved:  # a gain that is (partly) learning to answer in a box, within the response cap
+        text.append("Box rate (answers that end with a \\boxed{} inside the token cap) rose: " + ", ".join(moved)
+                    + "; part of those gains is format, not arithmetic.")
     return " ".join(text)
 
 

@@ -120,6 +120,12 @@ def test_verdict_claims_the_ordering_only_beyond_the_noise():
     assert "only partly" in partly and "decay long" in partly.split("only partly")[1].split("gained more")[0]
     assert "decay short gained less" in partly
     assert verdict([_row("short", 0.5, 0.6)]).startswith("Not enough")
+    assert "Box rate" not in partly  # no box rates given: no claim about format
+    boxed = [_row("web", 0, 0), _row("long", 0.093, 0.2)]
+    boxed[1]["before"]["box_rate"], boxed[1]["after"]["box_rate"] = 0.86, 1.0
+    boxed[0]["before"]["box_rate"] = boxed[0]["after"]["box_rate"] = 0.01
+    assert "Box rate (answers that end with a \\boxed{} inside the token cap) rose: decay long 86% -> 100%" in \
+        verdict(boxed) and "stable-only" not in verdict(boxed).split("Box rate")[1]
 
 
 def test_report_tables_plots_and_verdict(tmp_path):
