@@ -14,13 +14,12 @@ changed on the command line (`octomega eval llama32_1b_eval_long --limit 50 --ba
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from recipes import recipe
+from recipes.rl import PAPER_SIZES  # size -> HF base model name
 
-SIZES = {"llama32_1b": ("Llama-3.2-1B", 1), "llama32_3b": ("Llama-3.2-3B", 1), "llama31_8b": ("Llama-3.1-8B", 1)}
-# vLLM tensor parallelism: one H100 holds any of the three in bf16 (8B: 16 GB of weights); data parallelism over
-# GPUs is separate jobs (slurm/eval.sh per model).
+VLLM_TP = 1  # one H100 holds any of the three in bf16 (8B: 16 GB of weights); more GPUs = more eval jobs
 
 
 @dataclass
@@ -37,13 +36,11 @@ class EvalRecipe:
     samples_on: str = "small"
     max_new_tokens: int | None = None  # None: 1024 (few-shot), 2048 (zero-shot)
     out: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def cli_defaults(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("name", "extra")}
+        d = asdict(self)
         d["benchmarks"] = ",".join(self.benchmarks) if self.benchmarks else None
-        d["name"] = self.name
-        return {**d, **self.extra}
+        return d
 
 
 def _runs() -> str:
@@ -54,24 +51,24 @@ def paper_eval(size: str, what: str) -> EvalRecipe:
     runs, models = _runs(), os.environ.get("OCTOMEGA_MODELS", "models")
     name = f"{size}_eval_{what}"
     if what == "base":
-        model, suite = f"{models}/{SIZES[size][0]}", "base-fewshot"
+        model, suite = f"{models}/{PAPER_SIZES[size]['hf']}", "base-fewshot"
     elif what.startswith("rl_"):
         model, suite = f"{runs}/{size}_rl_grpo_{what[3:]}/hf", "rl-zeroshot"
     else:
         model, suite = f"{runs}/{size}_decay_{what}/hf", "base-fewshot"
-    return EvalRecipe(name=name, model=model, suite=suite, tensor_parallel_size=SIZES[size][1], samples=16,
+    return EvalRecipe(name=name, model=model, suite=suite, tensor_parallel_size=VLLM_TP, samples=16,
                       out=f"{runs}/eval/{name}")
 
 
 def _register() -> None:
-    for size in SIZES:
+    for size in PAPER_SIZES:
         for what in ("base", "long", "short", "hybrid", "rl_long", "rl_short", "rl_hybrid"):
             def fn(size=size, what=what) -> EvalRecipe:
                 return paper_eval(size, what)
 
             fn.__name__ = f"{size}_eval_{what}"
             if what == "base":
-                fn.__doc__ = f"{size}: evaluate the base model {SIZES[size][0]}, few-shot, 13 benchmarks"
+                fn.__doc__ = f"{size}: evaluate the base model {PAPER_SIZES[size]['hf']}, few-shot, 13 benchmarks"
             elif what.startswith("rl_"):
                 fn.__doc__ = (f"{size}: evaluate GRPO from the '{what[3:]}' branch (its RUN/hf), zero-shot orz "
                               "template, 13 benchmarks")
