@@ -260,14 +260,11 @@ def octomega_config(plan: dict, work_dir: Path):
 
 
 def run_octomega(plan: dict, work_dir: Path) -> dict:
-    from octomega.train.data import train_iterator
     from octomega.train.flops import theoretical_memory_gb
     from octomega.train.loop import Trainer
 
     trainer = Trainer(octomega_config(plan, work_dir))  # train_step is what Trainer.train() runs each step
-    data = train_iterator(trainer.train_ds, trainer.cfg, start_step=0, steps=trainer.budget.steps, dp=trainer.dp,
-                          dp_rank=trainer.dp_rank)
-    n_micro = plan["global_batch"] // (plan["micro_batch"] * trainer.dp)
+    data, n_micro = trainer.data_iterator(0), trainer.micro_batches_per_step
     record = time_steps(lambda: trainer.train_step(data, n_micro)[0], plan, trainer.rt.device, "octomega")
     gpt = trainer.model.module
     record.update(

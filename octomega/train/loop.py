@@ -156,6 +156,16 @@ class Trainer:
                                     keep_last=self.cfg.checkpoint.keep_last)
         self._print(f"saved checkpoint {path}")
 
+    @property
+    def micro_batches_per_step(self) -> int:
+        """Micro-batches of this DP rank per optimizer step."""
+        return self.cfg.train.global_batch_size // (self.cfg.train.micro_batch_size * self.dp)
+
+    def data_iterator(self, start_step: int):
+        """This rank's training micro-batches from `start_step` on (resume: the same order as an uninterrupted run)."""
+        return train_iterator(self.train_ds, self.cfg, start_step=start_step, steps=self.budget.steps, dp=self.dp,
+                              dp_rank=self.dp_rank)
+
     def train_step(self, data_iterator, num_microbatches: int) -> tuple[float, float | None, bool]:
         """One optimizer step over `num_microbatches` micro-batches of this rank: (global-batch loss, grad norm,
         ok). A method of its own so that bench/train_throughput.py times exactly the step train() runs."""
@@ -168,14 +178,13 @@ class Trainer:
 
     def train(self) -> dict:
         cfg, b = self.cfg, self.budget
-        micro_per_step = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp)
+        micro_per_step = self.micro_batches_per_step
         self.logger = MetricsLogger(cfg, self.run_dir, total_steps=b.steps, is_writer=self.is_writer,
                                     wandb_id=self.meta.get("wandb_id"))
         flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size)
         speed = Throughput(flops, b.tokens_per_step, self.rt.world_size, detect_peak_flops())
         signals = self.signals
-        data = train_iterator(self.train_ds, cfg, start_step=self.start_step, steps=b.steps, dp=self.dp,
-                              dp_rank=self.dp_rank)
+        data = self.data_iterator(self.start_step)
         self._print(f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
         step, status, last_saved = self.start_step, "complete", None
         stop_at = b.steps if cfg.train.exit_after_steps is None else min(
