@@ -55,6 +55,12 @@ class ModelConfig:
     fp8: Literal["none", "hybrid", "e4m3"] = "none"  # needs TE, the TE spec and a Hopper-or-newer GPU
     fp8_recipe: Literal["delayed", "tensorwise", "blockwise"] = "delayed"
     recompute: Literal["none", "selective", "full"] = "none"  # activation recomputation policy
+    # Training loss over the vocabulary. megatron: tensor_parallel.vocab_parallel_cross_entropy (an fp32 copy of
+    # the whole [seq, vocab] logits); native: Megatron's fused version of it (GPU, bf16); te: Transformer Engine's
+    # parallel cross entropy on the bf16 logits (TE, GPU); chunked: octomega.model.linear_ce, the output layer and
+    # the loss in chunks of ce_chunk_tokens tokens (no whole-sequence logits at all). bench/NOTES.md measures them.
+    cross_entropy: Literal["megatron", "native", "te", "chunked"] = "megatron"
+    ce_chunk_tokens: int = 1024  # tokens per chunk of cross_entropy=chunked
 
 
 @dataclass(kw_only=True)
@@ -309,6 +315,8 @@ def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
         raise ConfigError("optim.lr must be set for a stable stage")
     if cfg.init.from_checkpoint and cfg.init.hf_path:
         raise ConfigError("init.from_checkpoint and init.hf_path are exclusive: start from one of them")
+    if m.ce_chunk_tokens < 1:
+        raise ConfigError(f"model.ce_chunk_tokens={m.ce_chunk_tokens}: must be >= 1")
     if p.sequence_parallel and p.tp == 1:
         raise ConfigError("parallel.sequence_parallel needs parallel.tp > 1")
     if cfg.data.reset_attention_mask or cfg.data.reset_position_ids:

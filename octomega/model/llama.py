@@ -113,19 +113,30 @@ def resolve_layer_spec(model: ModelConfig, on_gpu: bool) -> str:
                               f"found {major}.x); set model.fp8=none")
     if model.attention == "unfused" and spec == "te":
         raise ConfigError("model.attention=unfused applies to the local spec only")
+    if model.cross_entropy == "te" and spec != "te":
+        raise ConfigError(f"model.cross_entropy=te needs Transformer Engine and its layer spec (now: {spec}); "
+                          "use model.cross_entropy=chunked or megatron")
+    if model.cross_entropy == "native" and not on_gpu:
+        raise ConfigError("model.cross_entropy=native is Megatron's GPU kernel path; on CPU use megatron or chunked")
     return spec
 
 
 def transformer_config(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dtype,
                        on_gpu: bool) -> TransformerConfig:
     bf16 = dtype == torch.bfloat16
-    kwargs = {}
+    kwargs = {"cross_entropy_loss_fusion": False}
     if model.recompute == "selective":
         kwargs.update(recompute_granularity="selective")
     elif model.recompute == "full":
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if model.fp8 != "none":
         kwargs.update(fp8=model.fp8, fp8_recipe="tensorwise" if model.fp8_recipe == "tensorwise" else model.fp8_recipe)
+    if model.cross_entropy in ("native", "te"):
+        if model.cross_entropy == "native" and not bf16:
+            # Its backward casts the logits' gradient to bf16 whatever the logits' dtype.
+            raise ConfigError("model.cross_entropy=native works in bf16 only (train.precision=bf16), "
+                              "use megatron or chunked")
+        kwargs.update(cross_entropy_loss_fusion=True, cross_entropy_fusion_impl=model.cross_entropy)
     return TransformerConfig(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
@@ -158,9 +169,18 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, *, dtype: t
         gradient_accumulation_fusion=False,
         apply_rope_fusion=False,
         persist_layer_norm=False,
-        cross_entropy_loss_fusion=False,
         **kwargs,
     )
+
+
+def loss_processor(model: ModelConfig):
+    """The GPTModel `output_processor` that computes the training loss, or None for Megatron's own
+    (model.cross_entropy megatron, native, te: chosen in transformer_config)."""
+    if model.cross_entropy != "chunked":
+        return None
+    from octomega.model.linear_ce import ChunkedLossProcessor
+
+    return ChunkedLossProcessor(model.vocab_size, model.ce_chunk_tokens)
 
 
 def layer_spec(model: ModelConfig, spec: str):
@@ -227,6 +247,11 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dt
     """
     model = load_hf_config(model)
     spec_name = resolve_layer_spec(model, on_gpu)
+    if parallel.sequence_parallel and parallel.tp > 1 and spec_name != "te":
+        # Megatron's torch-norm fallback of the local spec asserts on it ("not supported by torch LayerNorm").
+        raise ConfigError("parallel.sequence_parallel needs the Transformer Engine layer spec (model.layer_spec=te "
+                          "on a GPU with transformer-engine installed); the local spec's RMSNorm cannot split the "
+                          "sequence: set parallel.sequence_parallel=false")
     config = transformer_config(model, parallel, dtype=dtype, on_gpu=on_gpu)
     config.perform_initialization = init_weights
     gpt = GPTModel(

@@ -32,18 +32,27 @@ def precision_dtype(cfg: RunConfig, on_gpu: bool) -> torch.dtype:
     return torch.bfloat16 if p == "bf16" else torch.float32
 
 
-def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
-    losses = output.float().reshape(-1)
+def _loss_func(loss_mask: torch.Tensor, output):
+    """(summed loss, token count, logged). `output`: per-token losses [b, s] from Megatron's loss, or
+    (sum of loss x mask, per-token losses) from model.cross_entropy=chunked (octomega.model.linear_ce)."""
     mask = loss_mask.reshape(-1).float()
-    loss = torch.sum(losses * mask)
+    if isinstance(output, tuple):
+        loss = output[0]
+    else:
+        loss = torch.sum(output.float().reshape(-1) * mask)
     tokens = mask.sum().to(torch.int)
     # The schedule may scale the returned loss in place: report a clone (MEGATRON_NOTES.md).
     return loss, tokens, {"lm loss": torch.stack([loss.detach().clone(), mask.sum().detach()])}
 
 
-def forward_step(data_iterator, model, device):
+def forward_step(data_iterator, model, device, processor=None):
+    """`processor`: a GPTModel output_processor computing the loss (model.cross_entropy=chunked), or None."""
     batch = {k: v.to(device, non_blocking=True) for k, v in next(data_iterator).items()}
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    if processor is None:
+        output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    else:
+        output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
+                       loss_mask=batch["loss_mask"], output_processor=processor)
     return output, partial(_loss_func, batch["loss_mask"])
 
 
@@ -60,6 +69,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         from megatron.core import parallel_state as ps
 
+        from octomega.model.llama import load_hf_config, loss_processor
+
         # Handle SIGTERM/SIGUSR1 from the start: a signal during model build or checkpoint load must not kill
         # the run unsaved (it is acted on after the first step).
         self.signals = ExitSignal()
@@ -75,6 +86,7 @@ class Trainer:
         self.dtype = precision_dtype(cfg, use_gpu())
         self.model, self.optimizer = build_ddp_model_and_optimizer(
             cfg.model, cfg.parallel, cfg.optim, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
+        self.loss_processor = loss_processor(load_hf_config(cfg.model))
         self.dp_rank, self.dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         self.start_step, self.meta = self._restore()
         self.train_ds, self.valid_ds, self.blend, _ = build_datasets(
@@ -132,7 +144,8 @@ class Trainer:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         return get_forward_backward_func()(
-            forward_step_func=partial(forward_step, device=self.rt.device), data_iterator=iterator,
+            forward_step_func=partial(forward_step, device=self.rt.device, processor=self.loss_processor),
+            data_iterator=iterator,
             model=[self.model], num_microbatches=num_microbatches, seq_length=self.cfg.train.seq_length,
             micro_batch_size=self.cfg.train.micro_batch_size, forward_only=forward_only)
 

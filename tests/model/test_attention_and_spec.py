@@ -142,3 +142,12 @@ def test_hf_config_rope_both_formats(tmp_path):
 def test_hf_config_refusals(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_hf_config(write_config(tmp_path, **overrides))
+
+
+def test_sequence_parallel_without_te_spec_is_a_clear_error(world1):
+    """Megatron's local spec asserts deep inside its norm; octomega names the setting and the fix."""
+    from octomega.model import build_model
+
+    with pytest.raises(ConfigError, match="sequence_parallel needs the Transformer Engine layer spec"):
+        build_model(ModelConfig(layer_spec="local"), ParallelConfig(tp=2, sequence_parallel=True),
+                    dtype=torch.float32, on_gpu=False)

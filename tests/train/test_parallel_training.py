@@ -15,6 +15,7 @@ def _launch_single(rank, d):
     out = {}
     out["base"] = train(tiny_cfg(d / "base"))
     train(tiny_cfg(d / "mb1", "train.micro_batch_size=8"))
+    train(tiny_cfg(d / "chunked", "model.cross_entropy=chunked", "model.ce_chunk_tokens=24"))
     train(tiny_cfg(d / "int", "train.exit_after_steps=3"))
     out["int_first"] = metrics(d / "int")
     train(tiny_cfg(d / "int"))
@@ -47,7 +48,10 @@ def _launch_pp(rank, d):
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("layouts")
     run_distributed(train_many, 2, args=([tiny_cfg(d / "tp2", "parallel.tp=2"),
-                                          tiny_cfg(d / "dp2", "parallel.distributed_optimizer=true")],), timeout=600)
+                                          tiny_cfg(d / "dp2", "parallel.distributed_optimizer=true"),
+                                          tiny_cfg(d / "tp2_chunked", "parallel.tp=2", "model.cross_entropy=chunked",
+                                                   "model.ce_chunk_tokens=40")],),
+                     timeout=600)
     single = run_distributed(_launch_single, 1, args=(d,), timeout=600)[0]
     run_distributed(_launch_pp, 2, args=(d,), timeout=600)
     return d, single
@@ -66,9 +70,11 @@ def test_baseline_learns_and_logs_every_step(runs):
     assert all(n > 0 for n in norms)
 
 
-@pytest.mark.parametrize("name", ["tp2", "mb1", "dp2"])
+@pytest.mark.parametrize("name", ["tp2", "mb1", "dp2", "chunked", "tp2_chunked"])
 def test_same_losses_as_tp1_single_microbatch_split(runs, name):
-    """TP=2, one micro-batch of 8 instead of four of 2, and DP=2 with the distributed optimizer: same run."""
+    """TP=2, one micro-batch of 8 instead of four of 2, DP=2 with the distributed optimizer, the chunked
+    output-layer + cross entropy (model.cross_entropy=chunked), alone and under TP=2 (vocabulary-parallel):
+    the same run. (Sequence parallelism needs the TE spec, so its gather path runs on GPUs only.)"""
     d, _ = runs
     base, base_norms = _losses(d, "base")
     other, other_norms = _losses(d, name)
