@@ -6,11 +6,22 @@ Decay branches derive from their stable recipe by copy-and-edit, so a change to 
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from octomega.config import RunConfig
 
 REGISTRY: dict[str, Callable[[], RunConfig]] = {}
+
+# Where the paper-scale recipes find and put things, from the environment so the same recipe runs anywhere.
+ENV_DIRS = {"OCTOMEGA_DATA": "data", "OCTOMEGA_MODELS": "models", "OCTOMEGA_RUNS": "runs"}
+
+
+def env_dir(name: str) -> str:
+    """$name, else its default in ENV_DIRS. Read at each call: a recipe resolves where the environment points now."""
+    if name not in ENV_DIRS:
+        raise KeyError(f"env_dir({name!r}): not one of {', '.join(ENV_DIRS)}")
+    return os.environ.get(name, ENV_DIRS[name])
 
 
 def recipe(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:

@@ -16,9 +16,35 @@ MFU). Treat the hours as an order of magnitude. The README's recipe table is thi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import warnings
 
-from octomega.train.flops import PEAK_FLOPS, flops_per_batch
-from octomega.train.schedule import budget
+
+@contextlib.contextmanager
+def _quiet_import():
+    """Megatron-Core says at import what it lacks (Apex, Transformer Engine, absl) and torch's cpp_extension, which
+    it imports, that there is no CUDA runtime: notes for a training run, noise above a table. Silenced inside this
+    block only, not for the process (a test importing this module keeps its warnings); OCTOMEGA_WARNINGS=1 shows
+    them, as for the octomega command."""
+    if os.environ.get("OCTOMEGA_WARNINGS") == "1":
+        yield
+        return
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\.")
+            yield
+    finally:
+        torch_log.setLevel(level)
+
+
+with _quiet_import():
+    from octomega.train.flops import PEAK_FLOPS, flops_per_batch
+    from octomega.train.schedule import budget
 
 MEASURED_MFU = 0.342  # Megatron-Core + TE bf16, Llama-3.2-1B shape, seq 4096, one H100 (ARCHITECTURE.md)
 PEAK = PEAK_FLOPS["H100"]
@@ -58,12 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                    "measured: see the module docstring)")
     p.add_argument("--gpus", type=int, default=64, help="GPUs of the wall-clock column (default 64 = 8 nodes x 8)")
     args = p.parse_args(argv)
-    import warnings
-
-    warnings.filterwarnings("ignore")  # Megatron's import-time notes about Apex / Transformer Engine
     if not 0 < args.mfu <= 1:
         p.error("--mfu is a fraction in (0, 1]")
-    print(table(args.mfu, args.gpus))
+    with _quiet_import():  # flops_per_batch imports Megatron's FLOP formula (megatron.training) on first use
+        text = table(args.mfu, args.gpus)
+    print(text)
     return 0
 
 

@@ -13,10 +13,9 @@ changed on the command line (`octomega eval llama32_1b_eval_long --limit 50 --ba
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
-from recipes import recipe
+from recipes import env_dir, recipe
 from recipes.rl import PAPER_SIZES  # size -> HF base model name
 
 VLLM_TP = 1  # one H100 holds any of the three in bf16 (8B: 16 GB of weights); more GPUs = more eval jobs
@@ -43,12 +42,8 @@ class EvalRecipe:
         return d
 
 
-def _runs() -> str:
-    return os.environ.get("OCTOMEGA_RUNS", "runs")
-
-
 def paper_eval(size: str, what: str) -> EvalRecipe:
-    runs, models = _runs(), os.environ.get("OCTOMEGA_MODELS", "models")
+    runs, models = env_dir("OCTOMEGA_RUNS"), env_dir("OCTOMEGA_MODELS")
     name = f"{size}_eval_{what}"
     if what == "base":
         model, suite = f"{models}/{PAPER_SIZES[size]['hf']}", "base-fewshot"
@@ -78,7 +73,7 @@ def _register() -> None:
 
         def rl(size=size) -> EvalRecipe:
             cfg = paper_eval(size, "rl_long")
-            cfg.name, cfg.out = f"{size}_eval_rl", f"{_runs()}/eval/{size}_eval_rl"
+            cfg.name, cfg.out = f"{size}_eval_rl", f"{env_dir('OCTOMEGA_RUNS')}/eval/{size}_eval_rl"
             return cfg
 
         rl.__name__ = f"{size}_eval_rl"

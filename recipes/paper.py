@@ -14,19 +14,14 @@ Paths come from the environment so the same recipe runs anywhere:
 from __future__ import annotations
 
 import copy
-import os
 
 from octomega.config import ModelConfig, RopeScaling, RunConfig
-from recipes import recipe
+from recipes import env_dir, recipe
 
 SEQ = 8192
 GLOBAL_BATCH = 512  # sequences: 512 x 8,192 = 4,194,304 tokens per step
 STABLE_TOKENS = 200_000_000_000
 DECAY_TOKENS = 20_000_000_000
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
 
 
 def llama_model(size: str) -> ModelConfig:
@@ -59,7 +54,7 @@ SIZES = {
 
 def _stable(size: str, name: str) -> RunConfig:
     s = SIZES[size]
-    data, models, runs = _env("OCTOMEGA_DATA", "data"), _env("OCTOMEGA_MODELS", "models"), _env("OCTOMEGA_RUNS", "runs")
+    data, models, runs = env_dir("OCTOMEGA_DATA"), env_dir("OCTOMEGA_MODELS"), env_dir("OCTOMEGA_RUNS")
     cfg = RunConfig(name=name, run_dir=f"{runs}/{name}", model=llama_model(size))
     cfg.model.recompute = s["recompute"]
     cfg.parallel.tp = s["tp"]

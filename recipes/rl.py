@@ -22,7 +22,7 @@ import os
 
 from octomega.config import ConfigError
 from octomega.rl.config import RLConfig
-from recipes import recipe
+from recipes import env_dir, recipe
 
 PAPER_SIZES = {  # model-parallel layout per size on 8 x H100 80 GB nodes (assumed, as the pre-training recipes)
     "llama32_1b": dict(hf="Llama-3.2-1B", tp=1),
@@ -37,12 +37,8 @@ STAIRS = {
 }
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
 def paper_rl(size: str, branch: str, algo: str = "grpo") -> RLConfig:
-    data, models, runs = _env("OCTOMEGA_DATA", "data"), _env("OCTOMEGA_MODELS", "models"), _env("OCTOMEGA_RUNS", "runs")
+    data, models, runs = env_dir("OCTOMEGA_DATA"), env_dir("OCTOMEGA_MODELS"), env_dir("OCTOMEGA_RUNS")
     name = f"{size}_rl_{algo}_{branch}"
     cfg = RLConfig(name=name, run_dir=f"{runs}/{name}")
     cfg.algo.name = algo
@@ -76,7 +72,7 @@ def _register_paper() -> None:
         def default(size=size) -> RLConfig:
             cfg = paper_rl(size, "long")
             cfg.name = f"{size}_rl_grpo"
-            cfg.run_dir = f"{_env('OCTOMEGA_RUNS', 'runs')}/{cfg.name}"
+            cfg.run_dir = f"{env_dir('OCTOMEGA_RUNS')}/{cfg.name}"
             return cfg
 
         default.__name__ = f"{size}_rl_grpo"
@@ -86,7 +82,7 @@ def _register_paper() -> None:
         def ppo(size=size) -> RLConfig:
             cfg = paper_rl(size, "long", "ppo")
             cfg.name = f"{size}_rl_ppo"
-            cfg.run_dir = f"{_env('OCTOMEGA_RUNS', 'runs')}/{cfg.name}"
+            cfg.run_dir = f"{env_dir('OCTOMEGA_RUNS')}/{cfg.name}"
             return cfg
 
         ppo.__name__ = f"{size}_rl_ppo"

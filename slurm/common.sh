@@ -327,6 +327,34 @@ print(cfg.resolved_run_dir)
 EOF
 }
 
+# om_eval_out RECIPE [eval options ...]: the output directory of `octomega eval RECIPE [options]` (the recipe's, or
+# the --out given), as octomega eval itself resolves it, checking the recipe and the options. Exit status 3, with
+# the closest evaluation recipe names on stdout, when RECIPE is no recipe at all.
+om_eval_out() {
+  "$PY" - "$@" <<'EOF'
+import contextlib
+import difflib
+import io
+import json
+import sys
+
+import recipes
+from octomega.eval.cli import main
+
+name, options = sys.argv[1], sys.argv[2:]
+names = [n for n, _ in recipes.describe()]
+if name not in names:
+    print(", ".join(difflib.get_close_matches(name, [n for n in names if "_eval_" in n], n=3)))
+    sys.exit(3)
+resolved = io.StringIO()
+with contextlib.redirect_stdout(resolved):
+    rc = main([name, *options, "--dry-run"])
+if rc:
+    sys.exit(rc)
+print(json.loads(resolved.getvalue())["out"])
+EOF
+}
+
 # om_command_job NAME RUN_DIR PYTHON_ARGS...: the body of convert.sh and eval.sh: one process;
 # on the warning it is stopped and the job requeued (at most OCTOMEGA_MAX_REQUEUES times: these commands redo or
 # resume their work, they have no checkpoint to show progress).

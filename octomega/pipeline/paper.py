@@ -1,9 +1,14 @@
 """The paper-scale pipeline as a chain of sbatch jobs with dependencies (`afterok` waits through requeues).
 
-    stable -> decay_{long,short,hybrid} -> convert_<b> -> eval_fewshot_<b>
-                                                      \\-> rl_<b> -> convert is done by the RL run (RUN/hf) -> eval_rl_<b>
+    stable -> decay_<b> -> convert_<b> -> eval_<b>                 (b: long, short, hybrid)
+                                      \\-> rl_<b> -> eval_rl_<b>    (the RL run writes its HF export, RUN/hf)
+    eval_base                                                     (no dependency: the untouched base model)
 
-Data preparation submits its own datatrove job arrays (`slurm/data_prep.sh all`, run it first, where sbatch works).
+The eval jobs run the evaluation recipes of recipes/evals.py through slurm/eval.sh (`<size>_eval_base`,
+`<size>_eval_<b>`, `<size>_eval_rl_<b>`): the recipe holds the paper's settings (suite, avg@16 on the small sets,
+tensor parallel size, output directory), so the chain passes none. SUITE, BACKEND or OUT set in the environment
+would override them in every eval job (slurm/eval.sh). Data preparation submits its own datatrove job arrays
+(`slurm/data_prep.sh all`, run it first, where sbatch works).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recipes import env_dir
+
 MODELS = ("llama32_1b", "llama32_3b", "llama31_8b")
 BRANCHES = ("long", "short", "hybrid")
 REPO = Path(__file__).resolve().parents[2]
@@ -21,20 +28,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 def chain(model: str) -> list[tuple[str, list[str], list[str], dict]]:
     """(job name, command, names it depends on, extra env) in submission order."""
-    runs = os.environ.get("OCTOMEGA_RUNS", "runs")
+    runs = env_dir("OCTOMEGA_RUNS")
     slurm = REPO / "slurm"
     env = {"MODEL": model}
-    jobs = [("stable", [str(slurm / "stable.sh"), f"{model}_stable"], [], env)]
+    jobs = [("stable", [str(slurm / "stable.sh"), f"{model}_stable"], [], env),
+            ("eval_base", [str(slurm / "eval.sh"), f"{model}_eval_base"], [], env)]
     for b in BRANCHES:
         run = f"{runs}/{model}_decay_{b}"
         jobs += [
             (f"decay_{b}", [str(slurm / "decay.sh"), b], ["stable"], env),
             (f"convert_{b}", [str(slurm / "convert.sh"), run, f"{run}/hf"], [f"decay_{b}"], env),
-            (f"eval_fewshot_{b}", [str(slurm / "eval.sh"), f"{run}/hf"], [f"convert_{b}"],
-             {**env, "SUITE": "base-fewshot"}),
+            (f"eval_{b}", [str(slurm / "eval.sh"), f"{model}_eval_{b}"], [f"convert_{b}"], env),
             (f"rl_{b}", [str(slurm / "rl.sh"), f"{model}_rl_grpo_{b}"], [f"convert_{b}"], env),
-            (f"eval_rl_{b}", [str(slurm / "eval.sh"), f"{runs}/{model}_rl_grpo_{b}/hf"], [f"rl_{b}"],
-             {**env, "SUITE": "rl-zeroshot"}),
+            (f"eval_rl_{b}", [str(slurm / "eval.sh"), f"{model}_eval_rl_{b}"], [f"rl_{b}"], env),
         ]
     return jobs
 

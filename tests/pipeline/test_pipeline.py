@@ -174,10 +174,40 @@ def test_paper_chain_dry_run_has_every_stage_with_dependencies():
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "JOB_STABLE=$(MODEL=llama32_1b sbatch --parsable" in out and "stable.sh llama32_1b_stable" in out
+    assert "JOB_EVAL_BASE=$(MODEL=llama32_1b sbatch --parsable /" in out and "eval.sh llama32_1b_eval_base)" in out
     for b in ("long", "short", "hybrid"):
-        assert f"JOB_DECAY_{b.upper()}=$(MODEL=llama32_1b sbatch --parsable --dependency=afterok:$JOB_STABLE" in out
-        assert f"--dependency=afterok:$JOB_DECAY_{b.upper()}" in out and f"llama32_1b_rl_grpo_{b}" in out
-        assert f"--dependency=afterok:$JOB_RL_{b.upper()}" in out
+        B = b.upper()
+        assert f"JOB_DECAY_{B}=$(MODEL=llama32_1b sbatch --parsable --dependency=afterok:$JOB_STABLE" in out
+        assert f"--dependency=afterok:$JOB_DECAY_{B}" in out and f"llama32_1b_rl_grpo_{b}" in out
+        # the evaluation recipes, after the HF export of the decay branch and after RL
+        assert (f"JOB_EVAL_{B}=$(MODEL=llama32_1b sbatch --parsable --dependency=afterok:$JOB_CONVERT_{B} "
+                in out) and f"eval.sh llama32_1b_eval_{b})" in out
+        assert (f"JOB_EVAL_RL_{B}=$(MODEL=llama32_1b sbatch --parsable --dependency=afterok:$JOB_RL_{B} " in out
+                and f"eval.sh llama32_1b_eval_rl_{b})" in out)
+    assert "SUITE=" not in out  # the recipes carry the suite
     bad = _cli("llama32_1b")
     assert bad.returncode == 2 and "--dry-run" in bad.stderr
     assert _cli("llama99", "--dry-run").returncode == 2
+
+
+def test_paper_chain_evaluates_what_the_jobs_before_it_write(monkeypatch):
+    """Each eval job runs an evaluation recipe whose model is the directory its dependency writes: convert_<b>'s
+    output, the RL run's RUN/hf, the base model the stable stage starts from."""
+    import recipes
+    from octomega.pipeline.paper import BRANCHES, chain
+    from recipes.evals import EvalRecipe
+
+    monkeypatch.setenv("OCTOMEGA_RUNS", "/cluster/runs")
+    monkeypatch.setenv("OCTOMEGA_MODELS", "/cluster/models")
+    jobs = {name: (cmd, deps) for name, cmd, deps, _ in chain("llama32_3b")}
+    evals = {name: recipes.get(cmd[1]) for name, (cmd, _) in jobs.items() if cmd[0].endswith("/eval.sh")}
+    assert set(evals) == {"eval_base", *(f"eval_{b}" for b in BRANCHES), *(f"eval_rl_{b}" for b in BRANCHES)}
+    assert all(isinstance(r, EvalRecipe) and len(jobs[n][0]) == 2 for n, r in evals.items())
+    assert jobs["eval_base"][1] == [] and evals["eval_base"].model == recipes.get("llama32_3b_stable").init.hf_path
+    for b in BRANCHES:
+        convert = jobs[f"convert_{b}"][0]
+        assert jobs[f"eval_{b}"][1] == [f"convert_{b}"] and evals[f"eval_{b}"].name == f"llama32_3b_eval_{b}"
+        assert evals[f"eval_{b}"].model == convert[-1] == f"/cluster/runs/llama32_3b_decay_{b}/hf"
+        rl = recipes.get(jobs[f"rl_{b}"][0][1])
+        assert jobs[f"eval_rl_{b}"][1] == [f"rl_{b}"] and evals[f"eval_rl_{b}"].name == f"llama32_3b_eval_rl_{b}"
+        assert evals[f"eval_rl_{b}"].model == f"{rl.run_dir}/hf" and evals[f"eval_rl_{b}"].suite == "rl-zeroshot"

@@ -110,6 +110,64 @@ def test_submit_mode_dry_runs(tmp_path):
     assert "--mixture custom --weights openr1-math=1,dclm-baseline=1" in p.stdout
 
 
+def test_eval_runs_an_evaluation_recipe(tmp_path):
+    """`slurm/eval.sh RECIPE`: the recipe sets suite, backend, output directory and name (the script adds none of
+    its MODEL defaults); the log goes to the output directory octomega eval resolves; SUITE, BACKEND, OUT set
+    explicitly and options given override the recipe."""
+    runs = tmp_path / "runs"
+    p = _run("eval", "--dry-run", "llama32_1b_eval_long", "--limit", "5", OCTOMEGA_RUNS=str(runs))
+    assert p.returncode == 0, p.stderr
+    assert f"--job-name=om-llama32_1b_eval_long --output={runs}/eval/llama32_1b_eval_long/logs/slurm-%j.out" \
+        in p.stdout, p.stdout
+    assert p.stdout.rstrip().endswith("-m octomega eval llama32_1b_eval_long --limit 5"), p.stdout
+
+    out = tmp_path / "mine"
+    p = _run("eval", "--dry-run", "llama32_1b_eval_rl_long", "--limit", "5", SUITE="base-fewshot", BACKEND="hf",
+             OUT=str(out), OCTOMEGA_RUNS=str(runs))
+    assert p.returncode == 0, p.stderr
+    assert f"--output={out}/logs/slurm-%j.out" in p.stdout, p.stdout
+    assert (f"-m octomega eval llama32_1b_eval_rl_long --suite base-fewshot --backend hf --out {out} --limit 5"
+            in p.stdout), p.stdout
+
+    p = _run("eval", "--dry-run", "llama32_1b_eval_base", "--out", str(out / "base"), OCTOMEGA_RUNS=str(runs))
+    assert f"--output={out}/base/logs/slurm-%j.out" in p.stdout, p.stdout + p.stderr
+
+    p = _run("eval", "--dry-run", "llama32_1b_eval_long", **JOB_ENV)  # inside a job: one process
+    assert p.returncode == 0, p.stderr
+    assert "srun --nodes=1 --ntasks=1 --cpus-per-task=96" in p.stdout, p.stdout
+    assert p.stdout.rstrip().endswith("-m octomega eval llama32_1b_eval_long"), p.stdout
+    assert not runs.exists() and not out.exists(), "a dry run must not create the output directory"
+
+
+def test_eval_recipe_submits_itself_with_its_log_in_the_output_directory(tmp_path):
+    """Without --dry-run, outside a job, against a fake sbatch that records its arguments."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "sbatch_args"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "123;cluster"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    runs = tmp_path / "runs"
+    p = _run("eval", "llama32_1b_eval_short", "--limit", "5", OCTOMEGA_RUNS=str(runs),
+             PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert p.returncode == 0, p.stderr
+    logs = runs / "eval" / "llama32_1b_eval_short" / "logs"
+    assert f"submitted job 123 (om-llama32_1b_eval_short); log: {logs}/slurm-123.out" in p.stdout, p.stdout
+    assert logs.is_dir()
+    args = record.read_text().splitlines()
+    assert f"--output={logs}/slurm-%j.out" in args and args[-4:] == [str(SLURM / "eval.sh"), "llama32_1b_eval_short",
+                                                                     "--limit", "5"], args
+
+
+def test_eval_names_an_argument_that_is_neither_a_directory_nor_a_recipe():
+    p = _run("eval", "--dry-run", "llama32_1b_eval_lonng")
+    assert p.returncode == 2 and "would submit" not in p.stdout
+    assert "llama32_1b_eval_lonng is neither a directory nor an evaluation recipe" in p.stderr, p.stderr
+    assert "did you mean llama32_1b_eval_long" in p.stderr and "`python -m octomega recipes` lists them" in p.stderr
+    p = _run("eval", "--dry-run", "tiny_stable")  # a recipe, of another kind
+    assert p.returncode == 2 and "'tiny_stable' is not an evaluation recipe" in p.stderr, p.stderr
+    p = _run("eval", "--dry-run", "llama32_1b_eval_long", "--no-such-option")  # checked before submitting
+    assert p.returncode == 2 and "unrecognized arguments: --no-such-option" in p.stderr, p.stderr
+
+
 def test_unknown_recipe_fails_before_submitting():
     p = _run("stable", "--dry-run", "llama32_1b_stabel")
     assert p.returncode == 2
