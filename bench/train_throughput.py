@@ -18,6 +18,10 @@ next (allocator state, compile caches, CUDA context), on the same shape and the 
                    fp32 params would instead keep fp32 activations outside matmuls and recast weights every
                    micro-batch. Loss: HF's own (fp32 logits, sum / tokens of the global batch).
   hf_sdpa_compile  the same model under torch.compile.
+  octomega[...]    with --octomega-set KEY=VALUE[,KEY=VALUE...] (repeatable): octomega again with those RunConfig
+                   overrides, e.g. --octomega-set model.cross_entropy=chunked --octomega-set train.micro_batch_size=2,
+                   each variant in its own process, right after the plain octomega run, so that one device call
+                   measures every change of bench/NOTES.md side by side with the same transformers references.
 Every optimizer step sees --global-batch sequences of --seq tokens (8 x 4096 by default) as --global-batch /
 --micro-batch micro-batches, so the optimizer step is amortised as in a real run.
 
@@ -91,6 +95,9 @@ def parse_args(argv):
     p.add_argument("--impl", action="append", choices=IMPLS,
                    help="implementation to run; repeatable (default: all three, in this order: "
                         + ", ".join(IMPLS) + ")")
+    p.add_argument("--octomega-set", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
+                   help="run octomega once more with these RunConfig overrides (repeatable: one variant each), e.g. "
+                        "model.cross_entropy=chunked or model.cross_entropy=native,model.ce_chunk_tokens=2048")
     p.add_argument("--recompute", choices=("none", "selective", "full"), default="none",
                    help="activation recomputation. octomega: Megatron's (selective = core attention; full = every "
                         "layer). transformers: full = gradient checkpointing per layer; it has no selective mode, so "
@@ -111,10 +118,15 @@ def parse_args(argv):
     p.add_argument("--timeout-s", type=int, default=900, help="wall-clock limit per implementation (default 900 s)")
     p.add_argument("--out", help="output JSON "
                    "(default bench/results/train_throughput_<shape>_seq<seq>_<device>_<time>.json)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed steps, run one more step of each implementation under torch.profiler and "
+                        "record where its time goes: kernels grouped by kind (matmul, attention, cross entropy, "
+                        "norm/elementwise, optimizer, copies) and the 30 costliest (not timed: the profiler slows it)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit (no data, no GPU)")
     p.add_argument("--keep-work-dir", action="store_true", help="keep the temp dir (corpus, blend, per-impl logs)")
     # Internal: the parent runs each implementation as `--worker IMPL --plan FILE --result FILE`.
     p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -128,6 +140,13 @@ def parse_args(argv):
     if args.global_batch % args.micro_batch:
         p.error(f"--global-batch {args.global_batch} is not a multiple of --micro-batch {args.micro_batch}")
     args.impl = list(dict.fromkeys(args.impl or IMPLS))
+    if args.octomega_set and "octomega" not in args.impl:
+        p.error("--octomega-set runs octomega variants: keep octomega among --impl")
+    for spec in args.octomega_set:
+        try:
+            check_overrides(spec.split(","))
+        except Exception as e:  # ConfigError, or a value of the wrong type
+            p.error(f"--octomega-set {spec}: {e}")
     if args.fp8:
         if "octomega" not in args.impl:
             p.error("--fp8 applies to the octomega implementation only: add --impl octomega or drop --fp8")
@@ -140,6 +159,29 @@ def parse_args(argv):
         if args.layer_spec == "local":
             p.error("--fp8 needs the Transformer Engine layer spec: use --layer-spec te or auto")
     return args, p
+
+
+def file_slug(name: str) -> str:
+    """A run's name ("octomega[model.cross_entropy=chunked]") as a file name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Apply octomega variant overrides to a throwaway RunConfig: a wrong key or value fails before any run."""
+    from octomega.config import RunConfig, apply_overrides
+
+    apply_overrides(RunConfig(name="check"), overrides)
+
+
+def run_order(impls: list[str], octomega_sets: list[str]) -> list[dict]:
+    """[{name, impl, overrides}] in run order: octomega, its variants, then the transformers references."""
+    out = []
+    for impl in impls:
+        out.append({"name": impl, "impl": impl, "overrides": []})
+        if impl == "octomega":
+            out += [{"name": f"octomega[{spec}]", "impl": "octomega", "overrides": spec.split(",")}
+                    for spec in octomega_sets]
+    return out
 
 
 def resolve_plan(args) -> dict:
@@ -156,7 +198,8 @@ def resolve_plan(args) -> dict:
         "shape": args.shape, "model": to_dict(model), "padded_vocab_size": padded_vocab_size(model, 1),
         "seq_length": args.seq, "global_batch": args.global_batch, "micro_batch": args.micro_batch,
         "micro_batches_per_step": args.global_batch // args.micro_batch, "tokens_per_step": tokens_per_step,
-        "steps": args.steps, "warmup": args.warmup, "impls": args.impl, "recompute": args.recompute,
+        "steps": args.steps, "warmup": args.warmup, "impls": args.impl, "runs": run_order(args.impl, args.octomega_set),
+        "recompute": args.recompute,
         "layer_spec": args.layer_spec, "fp8": {"format": "hybrid", "recipe": args.fp8_recipe} if args.fp8 else None,
         "device": args.device, "precision": "bf16" if args.device == "cuda" else "fp32",
         "data_workers": 2 if args.device == "cuda" else 0,  # the paper recipe's 2 DataLoader workers on a GPU
@@ -165,11 +208,16 @@ def resolve_plan(args) -> dict:
         # Megatron's formula: 3 (fwd + bwd) x 2 (FMA) x tokens x (layers x (QKV/out + causal-halved attention +
         # SwiGLU) + logits); for the 1B at seq 4096: 8 x 4096 tokens x 8.22 GFLOP/token = 0.27 PFLOP per step.
         "flops_per_step": flops_per_batch(model, args.seq, args.global_batch),
-        "timeout_s": args.timeout_s,
+        "timeout_s": args.timeout_s, "profile": args.profile,
     }
 
 
 # ------------------------------------------------------------------------------------------ data: random tokens
+
+
+def total_steps(plan: dict) -> int:
+    """Optimizer steps of one implementation: warm-up, timed, and the profiled one."""
+    return plan["warmup"] + plan["steps"] + (1 if plan.get("profile") else 0)
 
 
 def write_random_corpus(work_dir: Path, plan: dict) -> dict:
@@ -181,7 +229,7 @@ def write_random_corpus(work_dir: Path, plan: dict) -> dict:
     from data_prep.mix import BLEND_FORMAT
 
     seq, vocab = plan["seq_length"], plan["model"]["vocab_size"]
-    need = (plan["warmup"] + plan["steps"] + 1) * plan["global_batch"] * (seq + 1)
+    need = (total_steps(plan) + 1) * plan["global_batch"] * (seq + 1)
     rng = np.random.default_rng(plan["seed"])
     lengths = []
     while sum(lengths) < need:
@@ -227,16 +275,63 @@ def time_steps(step, plan: dict, device, name: str) -> dict:
         times.append(time.perf_counter() - t0)
         print(f"[{name}] step {i + 1}/{plan['steps']} loss {losses[-1]:.4f} {times[-1]:.3f} s "
               f"{plan['tokens_per_step'] / times[-1]:,.0f} tok/s", flush=True)
-    return {"warmup_s": warmup_s, "step_times_s": times, "losses": losses,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None}
+    out = {"warmup_s": warmup_s, "step_times_s": times, "losses": losses,
+           "peak_memory_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None}
+    if plan.get("profile"):
+        out["profile"] = profile_step(step, cuda)
+        print(f"[{name}] profile: " + ", ".join(f"{k} {v:.0%}" for k, v in out["profile"]["share"].items()),
+              flush=True)
+    return out
+
+
+# Kernel (or, on CPU, operator) name fragments, lower case, by kind; the first kind that matches wins.
+KINDS = (
+    ("attention", ("flash", "fmha", "attention", "attn", "sdpa", "cudnn")),
+    ("cross_entropy", ("cross_entropy", "crossentropy", "nll_loss", "log_softmax", "logsumexp", "softmax")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "l2norm", "clip")),
+    ("matmul", ("gemm", "matmul", "mm", "cutlass", "xmma", "nvjet", "cublas", "linear", "addmm", "bmm")),
+    ("copy_cast", ("copy", "memcpy", "memset", "cast", "to_copy", "fill", "zero")),
+    ("norm", ("rms", "norm")),
+    ("communication", ("nccl", "gloo", "all_reduce", "allreduce")),
+)
+
+
+def profile_step(step, cuda: bool) -> dict:
+    """One more step under torch.profiler: self time of device kernels (CPU operators without a GPU) by kind,
+    and the 30 costliest by self time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if t > 0 and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA):
+            rows.append((e.key, t / 1e3, e.count))
+    total = sum(t for _, t, _ in rows) or 1.0
+    by_kind: dict[str, float] = {}
+    for key, t, _ in rows:
+        low = key.lower()
+        kind = next((k for k, frags in KINDS if any(f in low for f in frags)), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + t
+    rows.sort(key=lambda r: -r[1])
+    return {"what": "self CUDA kernel time" if cuda else "self CPU operator time", "total_ms": total,
+            "ms_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "share": {k: v / total for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": k[:160], "ms": t, "calls": c} for k, t, c in rows[:30]]}
 
 
 # ------------------------------------------------------------------------------------------ implementations
 
 
-def octomega_config(plan: dict, work_dir: Path):
-    """The RunConfig of the octomega run: the plan's shape and batch, one GPU, no checkpoints, no wandb."""
-    from octomega.config import ModelConfig, RunConfig, from_dict
+def octomega_config(plan: dict, work_dir: Path, overrides: list[str] = ()):
+    """The RunConfig of the octomega run: the plan's shape and batch, one GPU, no checkpoints, no wandb; then a
+    variant's overrides."""
+    from octomega.config import ModelConfig, RunConfig, apply_overrides, from_dict
 
     cfg = RunConfig(name=f"bench_{plan['shape']}", run_dir=str(work_dir / "octomega_run"),
                     model=from_dict(ModelConfig, plan["model"]))
@@ -247,7 +342,7 @@ def octomega_config(plan: dict, work_dir: Path):
     cfg.optim.lr, cfg.optim.warmup_tokens = plan["lr"], 0
     cfg.optim.weight_decay, cfg.optim.clip_grad = plan["weight_decay"], plan["clip_grad"]
     cfg.train.stage = "stable"
-    cfg.train.train_tokens = (plan["warmup"] + plan["steps"]) * plan["tokens_per_step"]
+    cfg.train.train_tokens = total_steps(plan) * plan["tokens_per_step"]
     cfg.train.seq_length, cfg.train.global_batch_size = plan["seq_length"], plan["global_batch"]
     cfg.train.micro_batch_size, cfg.train.precision = plan["micro_batch"], plan["precision"]
     cfg.train.seed = plan["seed"]
@@ -256,18 +351,21 @@ def octomega_config(plan: dict, work_dir: Path):
     cfg.data.num_workers = plan["data_workers"]
     cfg.checkpoint.save_interval, cfg.checkpoint.resume = 0, False
     cfg.logging.wandb, cfg.logging.log_interval = False, 1
-    return cfg
+    return apply_overrides(cfg, list(overrides))
 
 
-def run_octomega(plan: dict, work_dir: Path) -> dict:
+def run_octomega(plan: dict, work_dir: Path, run: dict) -> dict:
     from octomega.train.flops import theoretical_memory_gb
     from octomega.train.loop import Trainer
 
-    trainer = Trainer(octomega_config(plan, work_dir))  # train_step is what Trainer.train() runs each step
+    # train_step is what Trainer.train() runs each step
+    trainer = Trainer(octomega_config(plan, work_dir / file_slug(run["name"]), run["overrides"]))
     data, n_micro = trainer.data_iterator(0), trainer.micro_batches_per_step
-    record = time_steps(lambda: trainer.train_step(data, n_micro)[0], plan, trainer.rt.device, "octomega")
+    record = time_steps(lambda: trainer.train_step(data, n_micro)[0], plan, trainer.rt.device, run["name"])
     gpt = trainer.model.module
     record.update(
+        overrides=run["overrides"], cross_entropy=trainer.cfg.model.cross_entropy,
+        micro_batch=trainer.cfg.train.micro_batch_size,
         params=sum(p.numel() for p in gpt.parameters()), layer_spec=gpt.octomega_layer_spec,
         recompute=plan["recompute"], fp8=plan["fp8"], precision=f"{plan['precision']} params, fp32 master weights "
         "and gradient buffers (Megatron Float16OptimizerWithFloat16Params)",
@@ -365,7 +463,8 @@ def worker(args) -> int:
     """One implementation in this process; the record (or the error) goes to --result."""
     plan = json.loads(Path(args.plan).read_text())
     work_dir = Path(args.plan).parent
-    record: dict = {"impl": args.worker}
+    run = next(r for r in plan["runs"] if r["name"] == (args.variant or args.worker))
+    record: dict = {"impl": args.worker, "name": run["name"]}
     rc = 0
     try:
         import torch
@@ -377,7 +476,7 @@ def worker(args) -> int:
 
             record.update(gpu=torch.cuda.get_device_name(0), peak_flops=detect_peak_flops())
         if args.worker == "octomega":
-            record.update(run_octomega(plan, work_dir))
+            record.update(run_octomega(plan, work_dir, run))
         else:
             record.update(run_hf(plan, work_dir, compile_model=args.worker == "hf_sdpa_compile"))
         record["status"] = "ok"
@@ -398,17 +497,20 @@ def worker(args) -> int:
 # ---------------------------------------------------------------------------------------------------- parent
 
 
-def run_impl(impl: str, plan: dict, plan_path: Path, work_dir: Path) -> dict:
-    """Run one implementation in a fresh Python; its console output is shown as it comes and kept in a log."""
-    result = work_dir / f"{impl}.result.json"
+def run_impl(run: dict, plan: dict, plan_path: Path, work_dir: Path) -> dict:
+    """Run one implementation (or octomega variant) in a fresh Python; its console output is shown as it comes and
+    kept in a log."""
+    impl, name = run["impl"], run["name"]
+    slug = file_slug(name)
+    result = work_dir / f"{slug}.result.json"
     env = dict(os.environ)
     if plan["device"] == "cpu":
         env["OCTOMEGA_DEVICE"] = "cpu"  # octomega's runtime would otherwise pick a GPU when one exists
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--plan", str(plan_path),
-           "--result", str(result)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--variant", name, "--plan",
+           str(plan_path), "--result", str(result)]
     tail: deque[str] = deque(maxlen=40)
     t0 = time.perf_counter()
-    with open(work_dir / f"{impl}.log", "w") as log:
+    with open(work_dir / f"{slug}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         timer = threading.Timer(plan["timeout_s"], proc.kill)  # a hung worker prints nothing: kill it by the clock
         timer.start()
@@ -416,7 +518,7 @@ def run_impl(impl: str, plan: dict, plan_path: Path, work_dir: Path) -> dict:
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip())
-                if line.startswith(f"[{impl}]"):
+                if line.startswith(f"[{name}]"):
                     print(line, end="", flush=True)
             proc.wait()
         finally:
@@ -426,14 +528,14 @@ def run_impl(impl: str, plan: dict, plan_path: Path, work_dir: Path) -> dict:
         record = json.loads(result.read_text())
     else:
         timed_out = wall >= plan["timeout_s"]
-        record = {"impl": impl, "status": "error",
+        record = {"impl": impl, "name": name, "status": "error",
                   "error": f"timed out after {plan['timeout_s']} s (--timeout-s)" if timed_out else
                   f"worker exited with code {proc.returncode} without a result (killed? see output_tail)"}
     record["wall_s"] = wall
     record["returncode"] = proc.returncode
     if record["status"] != "ok":
         record["output_tail"] = list(tail)
-        print(f"[{impl}] FAILED: {record['error']}", flush=True)
+        print(f"[{name}] FAILED: {record['error']}", flush=True)
     return record
 
 
@@ -470,10 +572,11 @@ def default_out(plan: dict) -> Path:
 
 def build_report(plan: dict, results: dict, command: str) -> dict:
     """The JSON of the run: plan, versions, every implementation's record, octomega / best transformers."""
-    hf_ok = {k: v["tokens_per_s"] for k, v in results.items() if k != "octomega" and v.get("status") == "ok"}
+    hf_ok = {k: v["tokens_per_s"] for k, v in results.items()
+             if not k.startswith("octomega") and v.get("status") == "ok"}
     best_hf = max(hf_ok, key=hf_ok.get) if hf_ok else None
-    ours = results.get("octomega", {})
-    ratio = ours["tokens_per_s"] / hf_ok[best_hf] if best_hf and ours.get("status") == "ok" else None
+    ours = {k: v["tokens_per_s"] for k, v in results.items() if k.startswith("octomega") and v.get("status") == "ok"}
+    ratios = {k: t / hf_ok[best_hf] for k, t in ours.items()} if best_hf else {}
     params = {k: v["params"] for k, v in results.items() if v.get("params")}
     gpus = sorted({v["gpu"] for v in results.values() if v.get("gpu")})
     return {
@@ -483,9 +586,10 @@ def build_report(plan: dict, results: dict, command: str) -> dict:
                                                                         "CUDA_DEVICE_MAX_CONNECTIONS")},
         "plan": {k: v for k, v in plan.items() if k not in ("corpus", "timeout_s")} | {"corpus": {
             k: plan["corpus"][k] for k in ("tokens", "documents")}},
-        "complete": list(results) == plan["impls"], "param_counts": params,
+        "complete": list(results) == [r["name"] for r in plan["runs"]], "param_counts": params,
         "same_param_count": len(set(params.values())) <= 1, "results": results,
-        "best_hf": best_hf, "octomega_over_best_hf_tokens_per_s": ratio,
+        "best_hf": best_hf, "octomega_over_best_hf_tokens_per_s": ratios.get("octomega"),
+        "best_octomega": max(ours, key=ours.get) if ours else None, "octomega_runs_over_best_hf_tokens_per_s": ratios,
     }
 
 
@@ -517,10 +621,10 @@ def main(argv=None) -> int:
         plan["corpus"] = write_random_corpus(work, plan)
         plan_path = work / "plan.json"
         plan_path.write_text(json.dumps(plan, indent=1))
-        for impl in plan["impls"]:
-            print(f"== {impl}: {plan['shape']} seq {plan['seq_length']} x {plan['global_batch']} sequences/step, "
+        for run in plan["runs"]:
+            print(f"== {run['name']}: {plan['shape']} seq {plan['seq_length']} x {plan['global_batch']} sequences/step, "
                   f"{plan['warmup']} warm-up + {plan['steps']} timed steps on {plan['device']}", flush=True)
-            results[impl] = summarise(run_impl(impl, plan, plan_path, work), plan)
+            results[run["name"]] = summarise(run_impl(run, plan, plan_path, work), plan)
             report = build_report(plan, results, command)
             out.write_text(json.dumps(report, indent=1) + "\n")  # after each one: a killed run keeps what it measured
     finally:
@@ -537,8 +641,8 @@ def main(argv=None) -> int:
         cell = (lambda k, f: f.format(r[k]) if ok and r.get(k) is not None else "-")
         print(f"| {impl} | {cell('tokens_per_s', '{:,.0f}')} | {cell('tflops_per_gpu', '{:.1f}')} | "
               f"{cell('mfu', '{:.1%}')} | {cell('peak_memory_gib', '{:.1f}')} | {r.get('status')} |")
-    if report["octomega_over_best_hf_tokens_per_s"] is not None:
-        print(f"octomega / {report['best_hf']} tokens/s: {report['octomega_over_best_hf_tokens_per_s']:.3f}")
+    for name, ratio in report["octomega_runs_over_best_hf_tokens_per_s"].items():
+        print(f"{name} / {report['best_hf']} tokens/s: {ratio:.3f}")
     if not report["same_param_count"]:
         print(f"WARNING: parameter counts differ across implementations: {report['param_counts']}")
     print(f"wrote {out}")
