@@ -61,6 +61,10 @@ class ModelConfig:
     # the loss in chunks of ce_chunk_tokens tokens (no whole-sequence logits at all). bench/NOTES.md measures them.
     cross_entropy: Literal["megatron", "native", "te", "chunked"] = "megatron"
     ce_chunk_tokens: int = 1024  # tokens per chunk of cross_entropy=chunked
+    # layers: torch.compile each transformer layer of the local spec in training (fuses RMSNorm, RoPE, SwiGLU and the
+    # residual adds, as inductor does for transformers); none: eager. The TE spec brings its own fused kernels.
+    compile: Literal["none", "layers"] = "none"
+    compile_backend: str = "inductor"  # torch.compile backend of compile=layers (aot_eager: tests, no code generation)
 
 
 @dataclass(kw_only=True)

@@ -183,6 +183,21 @@ def loss_processor(model: ModelConfig):
     return ChunkedLossProcessor(model.vocab_size, model.ce_chunk_tokens)
 
 
+def compile_layers(gpt: GPTModel, model: ModelConfig) -> None:
+    """model.compile=layers: torch.compile every transformer layer of this pipeline stage in place (parameter names,
+    checkpoints and Megatron DDP's gradient hooks are unchanged). One graph serves all layers: dynamo guards on
+    the code, and layers differ only in their parameters. Training shapes are fixed (seq_length, micro-batch), so
+    nothing recompiles after the first micro-batch. Selective recompute (Megatron's CheckpointFunction) splits each
+    layer's graph around core attention: it still runs, with the attention eager."""
+    if model.compile == "none":
+        return
+    if gpt.octomega_layer_spec == "te":
+        raise ConfigError("model.compile=layers is for the local spec; the Transformer Engine spec has fused "
+                          "norm/RoPE/SwiGLU kernels of its own: set model.compile=none or model.layer_spec=local")
+    for layer in gpt.decoder.layers:
+        layer.compile(backend=model.compile_backend)
+
+
 def layer_spec(model: ModelConfig, spec: str):
     if spec == "te":
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec

@@ -8,6 +8,10 @@
 2. The same load_state_dict gives every parameter's state the SAME 'step' tensor object; torch's Adam then
    increments it once per parameter per update, so bias correction after a resume is wrong (seen: a DP=2
    distributed-optimizer checkpoint resumed at DP=1 diverged at the second step). Each state gets its own copy.
+3. RowParallelLinear.forward passes tp_group=None to linear_with_grad_accumulation_and_async_allreduce, whose
+   get_tensor_model_parallel_group_if_none then calls warnings.warn (a DeprecationWarning) on rank 0 at every
+   call. Under torch.compile (model.compile=layers) that warn call is a graph break in every layer, forward and
+   backward. The tensor_parallel.layers module gets the same lookup without the warning.
 """
 
 from __future__ import annotations
@@ -48,4 +52,19 @@ def apply() -> None:
                 st["step"] = st["step"].detach().clone()
 
     DistributedOptimizer.load_state_dict = _load_state_dict
+
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import layers
+
+    def _tp_group_if_none(tp_group, is_expert=False, check_initialized=True):
+        # megatron.core.utils.get_tensor_model_parallel_group_if_none, minus its warnings.warn
+        if not torch.distributed.is_initialized():
+            return None
+        if not parallel_state.is_initialized() or tp_group is not None:
+            return tp_group
+        if is_expert:
+            return parallel_state.get_expert_tensor_parallel_group(check_initialized=check_initialized)
+        return parallel_state.get_tensor_model_parallel_group(check_initialized=check_initialized)
+
+    layers.get_tensor_model_parallel_group_if_none = _tp_group_if_none
     _APPLIED = True

@@ -151,3 +151,35 @@ def test_sequence_parallel_without_te_spec_is_a_clear_error(world1):
     with pytest.raises(ConfigError, match="sequence_parallel needs the Transformer Engine layer spec"):
         build_model(ModelConfig(layer_spec="local"), ParallelConfig(tp=2, sequence_parallel=True),
                     dtype=torch.float32, on_gpu=False)
+
+
+def test_compile_layers_refused_with_te_spec_and_one_graph_for_all_layers(world1):
+    """model.compile=layers: refused on the TE spec; on the local spec every layer runs one captured graph with
+    no graph break (a Megatron warnings.warn inside RowParallelLinear broke it until megatron_compat removed it)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from octomega.model import build_model
+    from octomega.model.llama import compile_layers
+    from octomega.runtime import megatron_compat
+
+    megatron_compat.apply()
+    cfg = ModelConfig(num_layers=3, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                      vocab_size=128, max_position_embeddings=64, compile="layers", compile_backend="aot_eager")
+    torch.manual_seed(0)
+    gpt = build_model(cfg, ParallelConfig(), dtype=torch.float32, on_gpu=False)
+    gpt.octomega_layer_spec = "te"
+    with pytest.raises(ConfigError, match="model.compile=layers is for the local spec"):
+        compile_layers(gpt, cfg)
+    gpt.octomega_layer_spec = "local"
+    tokens = torch.randint(0, 128, (2, 16))
+    pos = torch.arange(16).expand_as(tokens)
+    eager = gpt(tokens, pos, None, labels=tokens)
+    torch._dynamo.reset()
+    counters.clear()
+    compile_layers(gpt, cfg)
+    compiled = gpt(tokens, pos, None, labels=tokens)
+    compiled.sum().backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1

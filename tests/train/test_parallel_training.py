@@ -16,6 +16,7 @@ def _launch_single(rank, d):
     out["base"] = train(tiny_cfg(d / "base"))
     train(tiny_cfg(d / "mb1", "train.micro_batch_size=8"))
     train(tiny_cfg(d / "chunked", "model.cross_entropy=chunked", "model.ce_chunk_tokens=24"))
+    train(tiny_cfg(d / "compiled", "model.compile=layers", "model.compile_backend=aot_eager"))
     train(tiny_cfg(d / "int", "train.exit_after_steps=3"))
     out["int_first"] = metrics(d / "int")
     train(tiny_cfg(d / "int"))
@@ -70,11 +71,13 @@ def test_baseline_learns_and_logs_every_step(runs):
     assert all(n > 0 for n in norms)
 
 
-@pytest.mark.parametrize("name", ["tp2", "mb1", "dp2", "chunked", "tp2_chunked"])
+@pytest.mark.parametrize("name", ["tp2", "mb1", "dp2", "chunked", "tp2_chunked", "compiled"])
 def test_same_losses_as_tp1_single_microbatch_split(runs, name):
     """TP=2, one micro-batch of 8 instead of four of 2, DP=2 with the distributed optimizer, the chunked
     output-layer + cross entropy (model.cross_entropy=chunked), alone and under TP=2 (vocabulary-parallel):
-    the same run. (Sequence parallelism needs the TE spec, so its gather path runs on GPUs only.)"""
+    the same run. (Sequence parallelism needs the TE spec, so its gather path runs on GPUs only.) And the layers
+    under torch.compile (model.compile=layers; aot_eager here: the graphs dynamo captures, without inductor's code
+    generation, which takes minutes on 2 cores), with Megatron DDP's gradient hooks and checkpoints around them."""
     d, _ = runs
     base, base_norms = _losses(d, "base")
     other, other_norms = _losses(d, name)
