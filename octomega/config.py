@@ -55,10 +55,11 @@ class ModelConfig:
     fp8: Literal["none", "hybrid", "e4m3"] = "none"  # needs TE, the TE spec and a Hopper-or-newer GPU
     fp8_recipe: Literal["delayed", "tensorwise", "blockwise"] = "delayed"
     recompute: Literal["none", "selective", "full"] = "none"  # activation recomputation policy
-    # Training loss over the vocabulary. megatron: tensor_parallel.vocab_parallel_cross_entropy (an fp32 copy of
-    # the whole [seq, vocab] logits); native: Megatron's fused version of it (GPU, bf16); te: Transformer Engine's
-    # parallel cross entropy on the bf16 logits (TE, GPU); chunked: octomega.model.linear_ce, the output layer and
-    # the loss in chunks of ce_chunk_tokens tokens (no whole-sequence logits at all). bench/NOTES.md measures them.
+    # Pre-training loss (stable and decay stages; RL takes log-probs from the logits). megatron:
+    # tensor_parallel.vocab_parallel_cross_entropy (an fp32 copy of the whole [seq, vocab] logits); native: Megatron's
+    # fused version of it (GPU, bf16); te: Transformer Engine's parallel cross entropy on the bf16 logits (TE, GPU);
+    # chunked: octomega.model.linear_ce, the output layer and the loss in chunks of ce_chunk_tokens tokens (no
+    # whole-sequence logits at all). bench/NOTES.md measures them.
     cross_entropy: Literal["megatron", "native", "te", "chunked"] = "megatron"
     ce_chunk_tokens: int = 1024  # tokens per chunk of cross_entropy=chunked
     # layers: torch.compile each transformer layer of the local spec in training (fuses RMSNorm, RoPE, SwiGLU and the

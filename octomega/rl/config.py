@@ -167,13 +167,16 @@ class RLDataConfig:
 
 @dataclass(kw_only=True)
 class ValidConfig:
-    """Greedy zero-shot validation with the rollout template, scored by the reward function."""
+    """Greedy zero-shot validation with the rollout template, scored by the reward function (and, with sampled,
+    one sampled completion per item as well)."""
 
     interval: int = 10  # RL steps between validations (also before the first step and after the last); 0 = ends only
     benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # octomega.eval benchmark names; [] = none
     data_dir: str | None = None  # DIR/<benchmark>/test.jsonl; None = octomega.eval's default (shared/benchmarks)
     limit: int | None = None  # first N items of each benchmark; None = all
     max_new_tokens: int | None = None  # None = the rollout's response cap at that step
+    # Also one sample per item at the rollout temperature/top_p (<bench>/sampled_accuracy): the policy RL optimises.
+    sampled: bool = False
 
 
 @dataclass(kw_only=True)

@@ -128,7 +128,8 @@ class RLTrainer:
         out = run_validation(self.engine.generator, self.valid_items, template=c.rollout.template,
                              stop=c.rollout.stop, max_new_tokens=c.valid.max_new_tokens or c.rollout.response_cap(step),
                              reward_name=c.reward.name, no_answer=c.reward.no_answer, timeout_s=c.reward.timeout_s,
-                             samples_path=self.run_dir / "valid_samples.jsonl", step=step)
+                             samples_path=self.run_dir / "valid_samples.jsonl", step=step,
+                             sampled=(c.rollout.temperature, c.rollout.top_p) if c.valid.sampled else None)
         self.engine.after_generate()
         return out
 

@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
         one.append(cfg("megatron", "rollout.backend=megatron", "train.steps=2", "valid.interval=0",
                        "checkpoint.export_hf=false"))
     results = run_distributed(loop_worker, 1, args=(one,), timeout=900)[0]
-    two = [cfg("dp2", "train.steps=2", "valid.interval=0"),
+    two = [cfg("dp2", "train.steps=2", "valid.interval=0", "valid.sampled=true"),
            cfg("tp2", "parallel.tp=2", "train.steps=2", "valid.interval=0", "checkpoint.export_hf=false"),
            cfg("pp2", "parallel.pp=2", "algo.name=ppo", "train.steps=2", "valid.interval=0",
                "checkpoint.export_hf=false")]
@@ -125,6 +125,25 @@ def test_two_ranks_dp_and_tp(runs):
         assert len(rows) == 2
         assert all(x["logprob_gap_mean"] < 1e-4 for x in rows), name  # every rank's engine got the weights
     assert (Path(root) / "dp2" / "hf" / "config.json").exists()
+
+
+def test_sampled_validation_over_two_ranks(runs):
+    """valid.sampled: one completion per item at the rollout temperature beside the greedy one, items split over
+    the DP ranks and gathered; the draws come from validation's own fixed seeds."""
+    import json
+
+    root, _, _ = runs
+    valid = metrics(root / "dp2", "valid")
+    assert [r["step"] for r in valid] == [0, 2]
+    for r in valid:
+        assert 0 <= r["tiny_arith/sampled_accuracy"] <= 1 and 0 <= r["tiny_arith/accuracy"] <= 1
+        assert r["tiny_arith/sampled_response_len_mean"] > 0
+    rows = [json.loads(x) for x in (root / "dp2" / "valid_samples.jsonl").read_text().splitlines()]
+    first = [r for r in rows if r["step"] == 0]
+    greedy = {r["id"]: r["completion"] for r in first if r["mode"] == "greedy"}
+    sampled = {r["id"]: r["completion"] for r in first if r["mode"] == "sampled"}
+    assert greedy and set(sampled) == set(greedy)  # every item once in each mode, from both ranks
+    assert any(sampled[i] != greedy[i] for i in greedy)  # temperature 1 draws differ from argmax somewhere
 
 
 @pytest.mark.skipif(not MEGATRON_BACKEND, reason="octomega.generate.megatron_backend has not landed yet")
