@@ -319,9 +319,9 @@ def profile_step(step, cuda: bool) -> dict:
         kind = next((k for k, frags in KINDS if any(f in low for f in frags)), "other")
         by_kind[kind] = by_kind.get(kind, 0.0) + t
     rows.sort(key=lambda r: -r[1])
+    by_kind = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
     return {"what": "self CUDA kernel time" if cuda else "self CPU operator time", "total_ms": total,
-            "ms_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
-            "share": {k: v / total for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "ms_by_kind": by_kind, "share": {k: v / total for k, v in by_kind.items()},
             "top": [{"name": k[:160], "ms": t, "calls": c} for k, t, c in rows[:30]]}
 
 
@@ -362,12 +362,11 @@ def run_octomega(plan: dict, work_dir: Path, run: dict) -> dict:
     trainer = Trainer(octomega_config(plan, work_dir / file_slug(run["name"]), run["overrides"]))
     data, n_micro = trainer.data_iterator(0), trainer.micro_batches_per_step
     record = time_steps(lambda: trainer.train_step(data, n_micro)[0], plan, trainer.rt.device, run["name"])
-    gpt = trainer.model.module
+    gpt, m = trainer.model.module, trainer.cfg.model  # the run's settings, a variant's overrides included
     record.update(
-        overrides=run["overrides"], cross_entropy=trainer.cfg.model.cross_entropy,
-        micro_batch=trainer.cfg.train.micro_batch_size,
+        overrides=run["overrides"], cross_entropy=m.cross_entropy, micro_batch=trainer.cfg.train.micro_batch_size,
         params=sum(p.numel() for p in gpt.parameters()), layer_spec=gpt.octomega_layer_spec,
-        recompute=plan["recompute"], fp8=plan["fp8"], precision=f"{plan['precision']} params, fp32 master weights "
+        recompute=m.recompute, fp8={"format": m.fp8, "recipe": m.fp8_recipe} if m.fp8 != "none" else None, precision=f"{plan['precision']} params, fp32 master weights "
         "and gradient buffers (Megatron Float16OptimizerWithFloat16Params)",
         megatron_theoretical_memory_gib=theoretical_memory_gb(trainer.cfg, n_micro))
     return record

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-PAD_LOGIT = -1.0e4  # = octomega.model.llama.PAD_LOGIT (not imported: llama imports this module)
+from octomega.model.llama import PAD_LOGIT
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -3,8 +3,9 @@
 Accuracy is the share of correct answers (OctoThinker: the share of +1 rewards); the box rate and the mean
 length are reported beside it. With `sampled` (valid.sampled), one more pass draws one completion per item at the
 rollout's temperature and top_p, from fixed per-item seeds (the same draws at every validation, so before and
-after compare pairwise): `<bench>/sampled_accuracy`, the accuracy of the policy RL actually optimises. Items are split over the DP ranks and gathered. Every rank of a model-parallel
-group calls the generator with the same items (a megatron backend generates collectively).
+after compare pairwise): `<bench>/sampled_accuracy`, the accuracy of the policy RL actually optimises. Items are
+split over the DP ranks and gathered. Every rank of a model-parallel group calls the generator with the same items
+(a megatron backend generates collectively).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         from megatron.core import parallel_state as ps
 
-        from octomega.model.llama import compile_layers, load_hf_config, loss_processor
+        from octomega.model.llama import compile_layers, loss_processor
 
         # Handle SIGTERM/SIGUSR1 from the start: a signal during model build or checkpoint load must not kill
         # the run unsaved (it is acted on after the first step).
@@ -86,8 +86,9 @@ class Trainer:
         self.dtype = precision_dtype(cfg, use_gpu())
         self.model, self.optimizer = build_ddp_model_and_optimizer(
             cfg.model, cfg.parallel, cfg.optim, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
-        self.loss_processor = loss_processor(load_hf_config(cfg.model))
-        compile_layers(self.model.module, cfg.model)
+        model_cfg = self.model.module.octomega_model_config  # cfg.model with its HF config.json resolved
+        self.loss_processor = loss_processor(model_cfg)
+        compile_layers(self.model.module, model_cfg)
         self.dp_rank, self.dp = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         self.start_step, self.meta = self._restore()
         self.train_ds, self.valid_ds, self.blend, _ = build_datasets(
