@@ -393,7 +393,9 @@ class RandomWindows:
             rows.append(np.asarray(self.tokens[start:start + self.seq + 1], dtype=np.int64))
             self.next += 1
         batch = torch.from_numpy(np.stack(rows))
-        return batch[:, :-1].to(self.device, non_blocking=True), batch[:, 1:].to(self.device, non_blocking=True)
+        # contiguous: with more than one row, a column slice is not viewable as 1-D (transformers' loss views the
+        # labels), and a same-device .to() (CPU) keeps the slice's strides
+        return tuple(t.contiguous().to(self.device, non_blocking=True) for t in (batch[:, :-1], batch[:, 1:]))
 
 
 def _accumulate_fp32(main_grad, param) -> None:

@@ -14,7 +14,8 @@ from octomega.config import RunConfig
 REGISTRY: dict[str, Callable[[], RunConfig]] = {}
 
 # Where the paper-scale recipes find and put things, from the environment so the same recipe runs anywhere.
-ENV_DIRS = {"OCTOMEGA_DATA": "data", "OCTOMEGA_MODELS": "models", "OCTOMEGA_RUNS": "runs"}
+ENV_DIRS = {"OCTOMEGA_DATA": "data", "OCTOMEGA_MODELS": "models", "OCTOMEGA_RUNS": "runs",
+            "OCTOMEGA_TINY_ROOT": "runs/tiny"}  # the tiny recipes' data and runs (recipes.tiny, octomega pipeline tiny)
 
 
 def env_dir(name: str) -> str:

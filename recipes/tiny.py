@@ -7,11 +7,10 @@ Model: 4 layers, hidden 128, 4 heads / 2 kv heads, SwiGLU 512, tied embeddings, 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 from octomega.config import ModelConfig, RunConfig
-from recipes import recipe
+from recipes import env_dir, recipe
 
 TOKENS_PER_STEP = 16 * 256  # global batch 16 sequences x 256 tokens = 4,096
 STABLE_STEPS = 800  # ~3.3M tokens, ~3 minutes at ~18k tokens/s (TINY_SCIENCE.md)
@@ -20,7 +19,7 @@ DECAY_STEPS = 350  # ~1.4M tokens per branch
 
 def tiny_root() -> Path:
     """Where the tiny pipeline keeps data and runs (OCTOMEGA_TINY_ROOT, default ./runs/tiny)."""
-    return Path(os.environ.get("OCTOMEGA_TINY_ROOT", "runs/tiny"))
+    return Path(env_dir("OCTOMEGA_TINY_ROOT"))
 
 
 def tiny_model() -> ModelConfig:

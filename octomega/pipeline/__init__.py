@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 def run_tiny(args) -> int:
     from octomega.pipeline.tiny import tiny_stages
 
-    root = Path(args.out or os.environ.get("OCTOMEGA_TINY_ROOT", "runs/tiny")).resolve()
+    from recipes import env_dir
+    root = Path(args.out or env_dir("OCTOMEGA_TINY_ROOT")).resolve()
     os.environ["OCTOMEGA_TINY_ROOT"] = str(root)
     runner = Runner(tiny_stages(root, rl_overrides=args.rl_override), root, jobs=args.jobs)
     if args.list:

@@ -6,8 +6,9 @@
 
 The eval jobs run the evaluation recipes of recipes/evals.py through slurm/eval.sh (`<size>_eval_base`,
 `<size>_eval_<b>`, `<size>_eval_rl_<b>`): the recipe holds the paper's settings (suite, avg@16 on the small sets,
-tensor parallel size, output directory), so the chain passes none. SUITE, BACKEND or OUT set in the environment
-would override them in every eval job (slurm/eval.sh). Data preparation submits its own datatrove job arrays
+tensor parallel size, output directory), so the chain passes none. SUITE, BACKEND and OUT, which slurm/eval.sh
+reads as overrides, are removed from the environment the chain submits with (a stray OUT in the shell would send
+every eval job to one directory); the command says so when it drops one. Data preparation submits its own datatrove job arrays
 (`slurm/data_prep.sh all`, run it first, where sbatch works).
 """
 
@@ -23,6 +24,7 @@ from recipes import env_dir
 
 MODELS = ("llama32_1b", "llama32_3b", "llama31_8b")
 BRANCHES = ("long", "short", "hybrid")
+EVAL_OVERRIDES = ("SUITE", "BACKEND", "OUT")  # slurm/eval.sh's overrides of a recipe: never taken from the shell here
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -55,7 +57,8 @@ def _sbatch(name: str, cmd: list[str], deps: list[str], env: dict, dry: bool, id
     print(f"{var}=$({envs} {line})", flush=True)
     if dry:
         return "$" + var
-    out = subprocess.run(full, env=dict(os.environ, **env), capture_output=True, text=True)
+    base = {k: v for k, v in os.environ.items() if k not in EVAL_OVERRIDES}
+    out = subprocess.run(full, env=dict(base, **env), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"sbatch failed for {name}: {out.stderr.strip()}")
     return out.stdout.strip().split(";")[0]
@@ -70,6 +73,10 @@ def run_paper(args) -> int:
               "--submit (submit it)", file=sys.stderr)
         return 2
     print(f"# first, where sbatch works: OCTOMEGA_DATA=... slurm/data_prep.sh all   (datatrove job arrays + mix)")
+    dropped = [k for k in EVAL_OVERRIDES if k in os.environ]
+    if dropped:
+        print(f"# not passed to the jobs: {', '.join(f'{k}={os.environ[k]}' for k in dropped)} (the eval recipes set "
+              "suite, backend and output directory; to evaluate otherwise, submit slurm/eval.sh yourself)")
     ids: dict[str, str] = {}
     for name, cmd, deps, env in chain(args.target):
         print(f"# {name}" + (f" (after {', '.join(deps)})" if deps else ""))

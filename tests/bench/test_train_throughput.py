@@ -15,8 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "train_throughput.py"
-SMOKE = ["--device", "cpu", "--shape", "tiny", "--seq", "128", "--global-batch", "4", "--steps", "2", "--warmup", "1",
-         "--profile"]
+SMOKE = ["--device", "cpu", "--shape", "tiny", "--seq", "128", "--global-batch", "4", "--micro-batch", "2", "--steps", "2",
+         "--warmup", "1", "--profile"]
 
 
 @pytest.mark.slow
@@ -50,6 +50,7 @@ def test_cpu_smoke_run_records_every_implementation(tmp_path):
         report["results"]["octomega"]["tokens_per_s"] / hf[report["best_hf"]])
     assert "train_throughput.py" in report["command"] and " ".join(SMOKE) in report["command"]
     assert report["plan"]["tokens_per_step"] == 4 * 128 and report["plan"]["flops_per_step"] > 0
+    assert report["plan"]["micro_batches_per_step"] == 2  # micro-batches of 2 sequences: every implementation
     assert report["versions"]["torch"] and report["versions"]["megatron-core"]
 
 

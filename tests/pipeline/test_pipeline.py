@@ -211,3 +211,28 @@ def test_paper_chain_evaluates_what_the_jobs_before_it_write(monkeypatch):
         rl = recipes.get(jobs[f"rl_{b}"][0][1])
         assert jobs[f"eval_rl_{b}"][1] == [f"rl_{b}"] and evals[f"eval_rl_{b}"].name == f"llama32_3b_eval_rl_{b}"
         assert evals[f"eval_rl_{b}"].model == f"{rl.run_dir}/hf" and evals[f"eval_rl_{b}"].suite == "rl-zeroshot"
+
+
+def test_paper_chain_submits_without_the_shells_eval_overrides(tmp_path):
+    """--submit against a fake sbatch (no Slurm here) that records each job's SUITE/BACKEND/OUT/MODEL and its
+    dependency: an OUT or BACKEND left in the shell must not reach the eval jobs, whose recipes set them."""
+    import os
+    bin_dir, record = tmp_path / "bin", tmp_path / "jobs.txt"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\nn=$(($(wc -l < %s 2>/dev/null || echo 0) + 1))\n"
+        'echo "$n suite=${SUITE-unset} backend=${BACKEND-unset} out=${OUT-unset} model=$MODEL $*" >> %s\n'
+        'echo "$n;cluster"\n' % (record, record))
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": "/tmp/stray", "BACKEND": "hf"}
+    env.pop("SUITE", None)
+    p = subprocess.run([sys.executable, "-m", "octomega", "pipeline", "llama32_1b", "--submit"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "# not passed to the jobs: BACKEND=hf, OUT=/tmp/stray" in p.stdout, p.stdout
+    lines = record.read_text().splitlines()
+    assert len(lines) == 2 + 5 * 3  # stable, eval_base, and five jobs per branch
+    assert all("suite=unset backend=unset out=unset model=llama32_1b" in line for line in lines), lines
+    # job ids come from sbatch's --parsable output: decay_long (job 3) waits on stable (job 1)
+    assert "--dependency=afterok:1 " in lines[2] and "decay.sh long" in lines[2]
+    assert "submitted: stable=1, eval_base=2, decay_long=3" in p.stdout
