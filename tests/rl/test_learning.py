@@ -6,15 +6,28 @@ The starting model is trained here once per session with octomega's own trainer 
 pipeline's `decay_long` stage makes. Its long answers often overrun the 256-token cap and end without a box; the
 +1/-1 reward teaches it to finish within the cap and sharpens its sampling distribution.
 
-What is asserted, and why not greedy accuracy: the starting model is the end of 1,150 chaotic CPU training steps,
-and the last bits of its floating-point path (CPU, library versions) change it. On one machine (2026-11-25) greedy
-accuracy went 0.093 -> 0.207 (GRPO) and 0.093 -> 0.190 (PPO): there most wrong answers were unfinished, and
-finishing made them right. On another (2026-12-02, same code, golden losses equal) the start was 0.157 with a box
-rate of 0.76 and greedy accuracy did not rise (0.157 -> 0.133 / 0.137) while the box rate went to 1.00. There,
-what RL optimises did rise: the training reward, and accuracy at the rollout temperature on the held-out problems
-(one sample per problem from fixed seeds, valid.sampled; numbers at SAMPLED_MARGIN). So the test asserts those,
-with the greedy box rate reaching 0.95 and greedy accuracy not falling by more than 2.5 standard errors. The RL runs go through the `octomega rl` command with the tiny recipes and a fixed number of steps instead
-of the recipes' time budget, so that the result does not depend on the machine's speed."""
+What is asserted. The starting model is the end of 1,150 chaotic CPU training steps, and the last bits of its
+floating-point path (CPU, library versions) change it, and with it which decoding RL improves (one sample per
+held-out problem at the rollout temperature from fixed seeds, valid.sampled, beside greedy):
+
+    machine (date)     start: greedy, box rate   RL     greedy          sampled         reward, first -> last 3
+    A (2026-11-25/12-02) 0.093, 0.86             GRPO   0.093 -> 0.207  0.080 -> 0.107  -0.932 -> -0.719
+                                                 PPO    0.093 -> 0.190  0.080 -> 0.110  -0.938 -> -0.698
+    B (2026-12-02)       0.157, 0.76             GRPO   0.157 -> 0.133  0.077 -> 0.143  -0.880 -> -0.745
+                                                 PPO    0.157 -> 0.137  0.077 -> 0.150  -0.870 -> -0.677
+
+On A RL makes the model finish its answers inside the cap, which greedy decoding turns into correct ones; on B
+greedy already finished more often, and what rose is the accuracy of the sampling policy. So the test asserts,
+for both GRPO and PPO:
+- the training reward rises by REWARD_MARGIN (mean of the last 3 steps over the first 3). Every step's prompts
+  are problems the policy has never been trained on (the first epoch of 3,000 RL problems, which the mid-training
+  data excludes; asserted from the logged epoch), graded before the update on them: this is sampled accuracy on
+  unseen problems, 384 samples per 3-step mean;
+- on the 300 held-out test problems, accuracy rises by HELD_OUT_GAIN under greedy or sampled decoding, and falls
+  by more than HELD_OUT_DROP under neither (one paired standard error is ~0.015-0.02);
+- the greedy box rate reaches 0.95.
+The RL runs go through the `octomega rl` command with the tiny recipes and a fixed number of steps instead of the
+recipes' time budget, so that the result does not depend on the machine's speed."""
 
 from __future__ import annotations
 
@@ -29,9 +42,9 @@ from rl_helpers import metrics
 pytestmark = [pytest.mark.slow]
 
 GRPO_STEPS, PPO_STEPS = 10, 16  # x 128 sequences
-SAMPLED_MARGIN = 0.03  # held-out sampled-accuracy gain asserted (measured: +0.067 GRPO, +0.073 PPO; 1 SE ~0.025)
-REWARD_MARGIN = 0.05  # mean training reward, last 3 steps over first 3 (measured: +0.135 GRPO, +0.193 PPO)
-GREEDY_DROP = 0.05  # greedy accuracy may not fall by more (2.5 standard errors of 300 problems at ~0.15)
+REWARD_MARGIN = 0.05  # mean training reward, last 3 steps over first 3 (measured: +0.135 to +0.240)
+HELD_OUT_GAIN = 0.04  # the larger of the greedy and sampled gains (measured: +0.066 to +0.113)
+HELD_OUT_DROP = 0.05  # neither may fall by more (measured: down at most 0.024)
 
 
 def _octomega(root, *args: str, timeout: int = 1200) -> None:
@@ -66,10 +79,12 @@ def _check(name: str, before: dict, after: dict, steps: list[dict]) -> None:
           f"{before[b + 'box_rate']:.2f} -> {after[b + 'box_rate']:.2f}; training reward (3-step means) "
           f"{reward_first:+.3f} -> {reward_last:+.3f}")
     assert 0.02 < before[b + "accuracy"] < 0.95, "the starting model must answer sometimes, not always"
+    assert all(r["epoch"] == 0 for r in steps), "every rollout prompt must be one the policy was never trained on"
     assert reward_last - reward_first >= REWARD_MARGIN
-    assert after[b + "sampled_accuracy"] - before[b + "sampled_accuracy"] >= SAMPLED_MARGIN
+    gains = [after[b + k] - before[b + k] for k in ("accuracy", "sampled_accuracy")]
+    assert max(gains) >= HELD_OUT_GAIN, f"held-out accuracy gains (greedy, sampled) {gains}"
+    assert min(gains) >= -HELD_OUT_DROP, f"held-out accuracy gains (greedy, sampled) {gains}"
     assert after[b + "box_rate"] >= 0.95
-    assert after[b + "accuracy"] >= before[b + "accuracy"] - GREEDY_DROP
 
 
 def test_grpo_raises_held_out_accuracy(tiny_root):
