@@ -66,6 +66,9 @@ class ModelConfig:
     # residual adds, as inductor does for transformers); none: eager. The TE spec brings its own fused kernels.
     compile: Literal["none", "layers"] = "none"
     compile_backend: str = "inductor"  # torch.compile backend of compile=layers (aot_eager: tests, no code generation)
+    # TE's fused RoPE kernel (Megatron's apply_rope_fusion; on by default in Megatron-LM). TE spec only. Off until
+    # bench/NOTES.md has measured it.
+    rope_fusion: bool = False
 
 
 @dataclass(kw_only=True)

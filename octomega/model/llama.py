@@ -111,6 +111,10 @@ def resolve_layer_spec(model: ModelConfig, on_gpu: bool) -> str:
         if major < 9:
             raise ConfigError(f"model.fp8={model.fp8} needs a Hopper-or-newer GPU (compute capability >= 9.0, "
                               f"found {major}.x); set model.fp8=none")
+    if model.rope_fusion and spec != "te":
+        raise ConfigError(f"model.rope_fusion needs the Transformer Engine layer spec (now: {spec}): its fused RoPE is "
+                          "TE's kernel; set model.rope_fusion=false, or model.compile=layers to fuse RoPE on the local "
+                          "spec")
     if model.attention == "unfused" and spec == "te":
         raise ConfigError("model.attention=unfused applies to the local spec only")
     if model.cross_entropy == "te" and spec != "te":
@@ -167,7 +171,7 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, *, dtype: t
         bias_activation_fusion=on_gpu,
         bias_dropout_fusion=on_gpu,
         gradient_accumulation_fusion=False,
-        apply_rope_fusion=False,
+        apply_rope_fusion=model.rope_fusion,  # resolve_layer_spec refused it without the TE spec
         persist_layer_norm=False,
         **kwargs,
     )

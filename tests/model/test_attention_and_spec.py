@@ -81,6 +81,8 @@ def test_fp8_without_transformer_engine_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="transformer_engine is not importable"):
         resolve_layer_spec(ModelConfig(layer_spec="te"), on_gpu=True)
     assert resolve_layer_spec(ModelConfig(), on_gpu=True) == "local"  # auto without TE
+    with pytest.raises(ConfigError, match="rope_fusion needs the Transformer Engine layer spec"):
+        resolve_layer_spec(ModelConfig(rope_fusion=True), on_gpu=True)
 
 
 def test_te_spec_on_cpu_is_refused(monkeypatch):
@@ -89,6 +91,9 @@ def test_te_spec_on_cpu_is_refused(monkeypatch):
         resolve_layer_spec(ModelConfig(layer_spec="te"), on_gpu=False)
     assert resolve_layer_spec(ModelConfig(), on_gpu=False) == "local"  # auto on CPU
     assert resolve_layer_spec(ModelConfig(), on_gpu=True) == "te"  # auto on a GPU with TE
+    assert resolve_layer_spec(ModelConfig(rope_fusion=True), on_gpu=True) == "te"
+    with pytest.raises(ConfigError, match="rope_fusion needs the Transformer Engine layer spec \\(now: local\\)"):
+        resolve_layer_spec(ModelConfig(rope_fusion=True, layer_spec="local"), on_gpu=True)
 
 
 def test_fp8_on_pre_hopper_gpu_is_refused(monkeypatch):
