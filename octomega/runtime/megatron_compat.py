@@ -12,6 +12,12 @@
    get_tensor_model_parallel_group_if_none then calls warnings.warn (a DeprecationWarning) on rank 0 at every
    call. Under torch.compile (model.compile=layers) that warn call is a graph break in every layer, forward and
    backward. The tensor_parallel.layers module gets the same lookup without the warning.
+4. Without TE and Apex, Megatron-Core falls back to megatron.core.utils' Python stand-ins for Apex's multi-tensor
+   kernels: the grad-norm one turns every gradient's norm into a Python float (one device-to-host sync per
+   parameter tensor, ~150 per step at 1B) and the scale one (clipping, and the fp32 main -> bf16 model weight
+   copy) makes a scaled temporary of every tensor before copying it. They are replaced by torch's foreach ops
+   (torch._foreach_norm, _foreach_mul, _foreach_copy_): no host sync, no temporary when the scale is 1, the same
+   values (per-tensor norms, then the norm of those, in fp32).
 """
 
 from __future__ import annotations
@@ -67,4 +73,33 @@ def apply() -> None:
         return parallel_state.get_tensor_model_parallel_group(check_initialized=check_initialized)
 
     layers.get_tensor_model_parallel_group_if_none = _tp_group_if_none
+
+    from megatron.core import utils as mcore_utils
+    from megatron.core.optimizer import clip_grads
+    from megatron.core.optimizer import optimizer as mcore_optimizer
+
+    if clip_grads.l2_norm_impl is mcore_utils.local_multi_tensor_l2_norm:
+        clip_grads.l2_norm_impl = foreach_l2_norm
+    for module in (clip_grads, mcore_optimizer):
+        if module.multi_tensor_scale_impl is mcore_utils.local_multi_tensor_scale:
+            module.multi_tensor_scale_impl = foreach_scale
     _APPLIED = True
+
+
+def foreach_l2_norm(chunk_size, noop_flag, tensor_lists, per_tensor, *args):
+    """Drop-in for megatron.core.utils.local_multi_tensor_l2_norm (itself a stand-in for amp_C.multi_tensor_l2norm):
+    the L2 norm of all tensors of tensor_lists as a 1-element fp32 tensor on their device, without leaving it."""
+    tensors = [t for group in tensor_lists for t in group]
+    norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)])
+    return torch.linalg.vector_norm(norms).reshape(1), (norms if per_tensor else None)
+
+
+def foreach_scale(chunk_size, noop_flag, tensor_lists, scale):
+    """Drop-in for megatron.core.utils.local_multi_tensor_scale: tensor_lists[1][i] = tensor_lists[0][i] * scale."""
+    src, dst = tensor_lists[0], tensor_lists[1]
+    if not src:
+        return
+    if src is dst or all(a is b for a, b in zip(src, dst)):
+        torch._foreach_mul_(dst, scale)
+    else:
+        torch._foreach_copy_(dst, src if isinstance(scale, float) and scale == 1.0 else torch._foreach_mul(src, scale))
