@@ -292,6 +292,14 @@ def build_model(model: ModelConfig, parallel: ParallelConfig, *, dtype: torch.dt
     if gpt.post_process and padded_vocab_size(model, parallel.tp) > model.vocab_size:
         gpt.output_layer.register_forward_hook(_padded_logits_hook(model.vocab_size,
                                                                    padded_vocab_size(model, parallel.tp)))
+    # Megatron's layers take params_dtype, but the local spec's norm (WrappedTorchNorm = torch.nn.RMSNorm) is built in
+    # fp32. In bf16 that left fp32 norm weights beside bf16 activations: torch's RMSNorm then falls back from its
+    # fused kernel ("Mismatch dtype between input and weight"), and Megatron's Float16Optimizer keeps such params
+    # outside its bf16 groups, so saving its state failed ("Param id N does not match any model sharded param").
+    # Megatron-LM's Float16Module casts the whole model; cast what was built in another dtype.
+    for param in gpt.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
     gpt.octomega_layer_spec = spec_name
     gpt.octomega_model_config = model
     if device is not None and device.type == "cuda":
