@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from octomega.pipeline.runner import Runner, StageFailed
+from recipes import env_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,6 @@ def _parser() -> argparse.ArgumentParser:
 def run_tiny(args) -> int:
     from octomega.pipeline.tiny import tiny_stages
 
-    from recipes import env_dir
     root = Path(args.out or env_dir("OCTOMEGA_TINY_ROOT")).resolve()
     os.environ["OCTOMEGA_TINY_ROOT"] = str(root)
     runner = Runner(tiny_stages(root, rl_overrides=args.rl_override), root, jobs=args.jobs)
