@@ -156,7 +156,7 @@ def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=No
     if rank0:
         meta = {"iteration": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "config": to_dict(config) if config is not None else None, "has_optimizer": optimizer is not None,
-                **(state or {})}
+                "param_dtype": _param_dtype(model), **(state or {})}
         (target / META).write_text(json.dumps(meta, indent=2, default=str))
         _fsync_dir(target)
         (target / MARKER).write_text("ok\n")
@@ -168,6 +168,11 @@ def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=No
                 shutil.rmtree(iter_dir(save_dir, old), ignore_errors=True)
     _barrier()
     return target
+
+
+def _param_dtype(model) -> str:
+    """The model's parameter dtype as saved in octomega.json ('bfloat16', 'float32')."""
+    return str(next(_unwrap(model).parameters()).dtype).removeprefix("torch.")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -189,6 +194,13 @@ def load_checkpoint(path: str | Path, model, *, optimizer=None, load_rng: bool =
     meta = json.loads((target / META).read_text())
     if optimizer is not None and not meta.get("has_optimizer", True):
         raise ValueError(f"{target} holds no optimizer state; set init.reset_optimizer=true to start a fresh one")
+    saved, now = meta.get("param_dtype"), _param_dtype(model)
+    if optimizer is not None and saved is not None and saved != now:
+        # A bf16 run's optimizer holds fp32 master weights that an fp32 run's has not (and the reverse): Megatron
+        # would fail on a missing 'fp32_param' key. The weights alone load into either precision.
+        raise ValueError(f"{target} was saved by a {saved} run and this run is {now}: its optimizer state does not "
+                         f"fit. Set train.precision to match ({'bf16' if saved == 'bfloat16' else 'fp32'}), or "
+                         "init.reset_optimizer=true to take the weights only")
     sharded = _sharded_state(model, optimizer, loading=True, with_rng=load_rng)
     loaded = dist_checkpointing.load(sharded, str(target))
     _unwrap(model).load_state_dict(loaded["model"])
