@@ -32,10 +32,13 @@ def check_hf_model_dir(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"model path {str(p)!r} does not exist")
     if not p.is_dir():
         raise ValueError(f"model path {str(p)!r} is a file; pass a Hugging Face model directory")
+    from octomega.train.checkpoint import is_checkpoint_path
+
+    if is_checkpoint_path(p):  # a run dir has a config.json too: octomega's, not an HF one
+        raise ValueError(f"{str(p)!r} is an octomega run or Megatron checkpoint, not a Hugging Face model directory: "
+                         "convert it with `octomega convert mcore-to-hf` or use --backend megatron")
     if not (p / "config.json").is_file():
-        hint = " (it looks like a Megatron checkpoint: convert it with `octomega convert` or use --backend megatron)" \
-            if any(p.glob("iter_*")) or (p / "latest_checkpointed_iteration.txt").exists() else ""
-        raise ValueError(f"{str(p)!r} is not a Hugging Face model directory: config.json is missing{hint}")
+        raise ValueError(f"{str(p)!r} is not a Hugging Face model directory: config.json is missing")
     if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
         raise ValueError(f"{str(p)!r} has a config.json but no weights (*.safetensors or *.bin)")
     if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():

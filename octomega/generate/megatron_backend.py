@@ -108,7 +108,10 @@ def load_model(path: str | os.PathLike, *, iteration: int | None = None, dtype: 
             cfg.layer_spec = "local"
         return cfg
 
-    if (p / "config.json").is_file():  # a Hugging Face directory
+    from octomega.train.checkpoint import is_checkpoint_path
+
+    if (p / "config.json").is_file() and not is_checkpoint_path(p):  # a Hugging Face directory (a run dir has
+        # octomega's own config.json beside checkpoints/)
         from octomega.convert import load_hf_into_model
         from octomega.model import load_hf_config
 

@@ -78,6 +78,14 @@ def resolve(path: str | Path, iteration: int | None = None) -> Path:
     return target
 
 
+def is_checkpoint_path(path: str | Path) -> bool:
+    """Whether `path` is what resolve() takes (a run dir with checkpoints/, a checkpoints dir, an iter dir), not an
+    HF directory. A run dir also holds octomega's config.json, so config.json alone does not mean HF."""
+    p = Path(path)
+    return p.name.startswith("iter_") or (p / TRACKER).is_file() or (p / "checkpoints").is_dir() \
+        or any(p.glob("iter_*"))
+
+
 def read_meta(path: str | Path) -> dict:
     return json.loads((resolve(path) / META).read_text())
 

@@ -128,8 +128,13 @@ def test_model_dir_errors(tmp_path, tiny_model_dir):
     megatron = tmp_path / "ckpt"
     (megatron / "iter_0000010").mkdir(parents=True)
     (megatron / "latest_checkpointed_iteration.txt").write_text("10")
-    with pytest.raises(ValueError, match="config.json is missing.*Megatron checkpoint"):
+    with pytest.raises(ValueError, match="is an octomega run or Megatron checkpoint.*mcore-to-hf.*--backend megatron"):
         check_hf_model_dir(megatron)
+    run = tmp_path / "run"  # a run dir: octomega's config.json beside checkpoints/
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text('{"name": "a_run"}')
+    with pytest.raises(ValueError, match="is an octomega run or Megatron checkpoint"):
+        check_hf_model_dir(run)
     weightless = tmp_path / "weightless"
     weightless.mkdir()
     (weightless / "config.json").write_text("{}")

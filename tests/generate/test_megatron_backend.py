@@ -200,6 +200,14 @@ def test_generation_from_a_megatron_checkpoint(tiny_model_dir, mg_gen, prompts, 
     params = SamplingParams(max_new_tokens=MAX_NEW)
     assert ids(gen.generate(prompts, params)) == ids(mg_gen.generate(prompts, params))
     assert gen.stop_token_ids == mg_gen.stop_token_ids
+    # a run directory: checkpoints/ beside octomega's own config.json, which is not an HF config
+    import json
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run / "checkpoints")
+    (run / "config.json").write_text(json.dumps({"name": "a_run", "model": {"num_layers": 2}}))
+    gen = get_generator("megatron", str(run))
+    assert ids(gen.generate(prompts, params)) == ids(mg_gen.generate(prompts, params))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         get_generator("megatron", str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="tokenizer"):
