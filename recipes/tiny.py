@@ -111,14 +111,33 @@ def _run(args: list[str]) -> None:
 
 
 def ensure_data(cfg: RunConfig | None = None, root: Path | None = None) -> Path:
-    """Build the tiny corpora once (synth -> tokenize -> mix): a no-op when the blends exist."""
+    """Build the tiny corpora once (synth -> tokenize -> mix): a no-op when the blends exist.
+
+    Every rank of a multi-process launch (`torchrun ... octomega train tiny_stable parallel.tp=2`) calls this before
+    the process group exists; an exclusive lock on DATA/.build.lock makes one build while the others wait, then
+    find the blends and return."""
+    import fcntl
+
     if cfg is not None and cfg.data.mock:
         return tiny_root() / "data"
     data = (root or tiny_root()) / "data"
     blends = data / "blends"
-    if all((blends / f"{name}.json").exists() for name in TINY_MIXTURES):
+
+    def built() -> bool:
+        return all((blends / f"{name}.json").exists() for name in TINY_MIXTURES)
+
+    if built():
         return data
-    synth, tokens = data / "synth", data / "tokens"
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built():
+            _build(data)
+    return data
+
+
+def _build(data: Path) -> None:
+    blends, synth, tokens = data / "blends", data / "synth", data / "tokens"
     if not (synth / "tokenizer").exists():
         _run(["data_prep.synth", "--out", str(synth)])
     for name in ("web", "qa_short", "qa_long"):
@@ -134,7 +153,6 @@ def ensure_data(cfg: RunConfig | None = None, root: Path | None = None) -> Path:
         _run(["data_prep.mix", "--stats", *[str(tokens / f"{n}.stats.json") for n in names], "--mixture", "custom",
               "--weights", weights, "--train-tokens", str(budget.get(stage, DECAY_STEPS * TOKENS_PER_STEP)),
               "--out", str(blends / f"{stage}.json")])
-    return data
 
 
 if __name__ == "__main__":  # `python -m recipes.tiny data`: build the tiny corpora (the pipeline's first stage)
