@@ -123,6 +123,9 @@ def cmd_train(argv: list[str]) -> int:
     except (ConfigError, KeyError) as e:
         print(f"octomega train: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    from octomega import numerics
+
+    numerics.ensure(cfg.train.cpu_numerics, command=None if _IN_PROCESS else ["train", *argv], prog="octomega train")
     if args.recipe.startswith("tiny_") and not cfg.data.mock:
         from recipes.tiny import ensure_data
 
@@ -166,8 +169,15 @@ def _quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+# True when main() was called with arguments (from Python, e.g. a test), not as the command: such a process must
+# not re-execute itself (octomega.numerics.ensure).
+_IN_PROCESS = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _IN_PROCESS
     _quiet_library_warnings()
+    _IN_PROCESS = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": "train a recipe", "recipes": "list the recipes",
                 **{k: v[1] for k, v in DELEGATES.items()}}

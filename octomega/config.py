@@ -108,6 +108,10 @@ class TrainConfig:
     valid_interval: int = 50  # optimizer steps between validation passes; 0 = only at the end
     valid_batches: int = 4  # micro-batches per validation set per pass
     exit_after_steps: int | None = None  # stop (with a checkpoint) after this many steps of this process
+    # CPU runs: "pinned" = the same floating-point results on every x86-64 machine with AVX2 (ATen's AVX2
+    # kernels, MKL's vendor-neutral code path; slower), "native" = the fastest kernels this CPU has.
+    # octomega/numerics.py; the tiny recipes pin. No effect on GPUs.
+    cpu_numerics: Literal["native", "pinned"] = "native"
 
 
 @dataclass(kw_only=True)

@@ -73,3 +73,22 @@ def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 
     if errors:
         raise RuntimeError("\n".join(errors))
     return [results[r] for r in range(world_size)]
+
+
+def run_pinned(tiny_root, *args: str, timeout: float = 2400) -> str:
+    """`python -m octomega ARGS` on the tiny root `tiny_root` with pinned CPU numerics and two threads (what a test
+    asserts exact numbers on must compute the same on every machine: octomega/numerics.py). Returns stdout; a
+    failure raises with the tail of both streams."""
+    import subprocess
+    import sys
+
+    from octomega import numerics
+
+    env = numerics.pinned_env({**os.environ, "OCTOMEGA_TINY_ROOT": str(tiny_root), "WANDB_MODE": "disabled"},
+                              threads=2)
+    proc = subprocess.run([sys.executable, "-m", "octomega", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"octomega {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+

@@ -119,6 +119,7 @@ def tiny_rl(branch: str, algo: str = "grpo") -> RLConfig:
     cfg.train.micro_batch_size = 16  # 64 sequences per update / 16 = 4 micro-batches on one rank
     cfg.train.steps = 200
     cfg.train.time_budget_s = TINY_BUDGET_S
+    cfg.train.cpu_numerics = "pinned"  # the same rollouts and updates on every x86-64 CPU (octomega/numerics.py)
     cfg.optim.lr = 5e-5  # TINY_SCIENCE.md (1e-4 with 8 prompts made the model worse)
     cfg.optim.weight_decay = 0.0  # plain Adam (TINY_SCIENCE.md)
     cfg.critic.lr = 1e-4  # (assumed) the tiny critic's fresh head needs a faster LR than the paper's 1e-5

@@ -40,6 +40,7 @@ def tiny_stable() -> RunConfig:
     cfg.train.train_tokens = STABLE_STEPS * TOKENS_PER_STEP
     cfg.train.seq_length, cfg.train.global_batch_size, cfg.train.micro_batch_size = 256, 16, 16
     cfg.train.valid_interval, cfg.train.valid_batches = 100, 2
+    cfg.train.cpu_numerics = "pinned"  # the same losses on every x86-64 CPU (octomega/numerics.py)
     cfg.data.blend = str(root / "data" / "blends" / "stable.json")
     cfg.data.valid_blend = str(root / "data" / "blends" / "valid.json")
     cfg.data.tokenizer = str(root / "data" / "synth" / "tokenizer")

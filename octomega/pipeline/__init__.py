@@ -1,6 +1,7 @@
 """`octomega pipeline`: every stage end to end.
 
     octomega pipeline tiny [--out runs/tiny] [--from STAGE] [--jobs 2]     run on this machine (CPU, minutes)
+    octomega pipeline tiny --cpu-numerics native                           faster; numbers differ by machine
     octomega pipeline tiny --list                                          the stages and whether they are done
     octomega pipeline tiny --dry-run                                       the stages' commands, nothing run
     octomega pipeline llama32_3b --dry-run | --submit                      the paper-scale sbatch chain
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--submit", action="store_true", help="paper: submit the chain with job dependencies")
     p.add_argument("--rl-override", action="append", default=[],
                    help="tiny: key=value passed to every RL stage (repeatable)")
+    p.add_argument("--cpu-numerics", choices=("pinned", "native"), default="pinned",
+                   help="tiny: pinned (default) = the same numbers on every x86-64 machine with AVX2, slower; "
+                        "native = this CPU's fastest kernels, numbers that differ between machines "
+                        "(octomega/numerics.py)")
     return p
 
 
@@ -43,7 +48,8 @@ def run_tiny(args) -> int:
 
     root = Path(args.out or env_dir("OCTOMEGA_TINY_ROOT")).resolve()
     os.environ["OCTOMEGA_TINY_ROOT"] = str(root)
-    runner = Runner(tiny_stages(root, rl_overrides=args.rl_override), root, jobs=args.jobs)
+    runner = Runner(tiny_stages(root, rl_overrides=args.rl_override, cpu_numerics=args.cpu_numerics), root,
+                    jobs=args.jobs)
     if args.list:
         for s in runner.stages:
             print(f"{'done' if runner.is_done(s.name) else '    '}  {s.name:<20} after {', '.join(s.deps) or '-'}")

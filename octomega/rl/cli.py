@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeyError) as e:
         print(f"octomega rl: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    from octomega import cli, numerics
+
+    own_args = sys.argv[1:] if argv is None else argv
+    numerics.ensure(cfg.train.cpu_numerics, command=None if cli._IN_PROCESS else ["rl", *own_args], prog="octomega rl")
     from octomega.rl.loop import run_rl
 
     try:

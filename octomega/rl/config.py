@@ -147,6 +147,7 @@ class RLTrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
     seed: int = 1234  # model-parallel RNG seed
     exit_after_steps: int | None = None  # stop (with a checkpoint) after this many steps of this process
+    cpu_numerics: Literal["native", "pinned"] = "native"  # as in pre-training's train.cpu_numerics
 
 
 @dataclass(kw_only=True)

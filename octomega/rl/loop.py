@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from octomega import numerics
 from octomega.config import to_json
 from octomega.rl import algos
 from octomega.rl.actor import POLICY_METRICS, actor_logprob_fn, policy_loss_fn
@@ -169,6 +170,8 @@ class RLTrainer:
                                       wandb_id=self.meta.get("wandb_id"))
         self._print(f"RL ({c.algo.name}) {c.name}: " + "; ".join(u.describe())
                     + f"; starting at step {self.start_step}")
+        if not use_gpu():
+            self._print(numerics.summary(c.train.cpu_numerics))
         signals, t_start = ExitSignal(), time.perf_counter()
         history, status, step, last_saved = [], "complete", self.start_step, None
         stop_at = c.train.steps if c.train.exit_after_steps is None else min(

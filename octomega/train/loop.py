@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from octomega import numerics
 from octomega.config import RunConfig, to_json, validate
 from octomega.runtime import init_distributed, use_gpu
 from octomega.train import checkpoint as ckpt
@@ -201,6 +202,8 @@ class Trainer:
         signals = self.signals
         data = self.data_iterator(self.start_step)
         self._print(f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
+        if not use_gpu():
+            self._print(numerics.summary(cfg.train.cpu_numerics))
         step, status, last_saved = self.start_step, "complete", None
         stop_at = b.steps if cfg.train.exit_after_steps is None else min(
             b.steps, self.start_step + cfg.train.exit_after_steps)

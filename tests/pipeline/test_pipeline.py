@@ -94,6 +94,19 @@ def test_tiny_graph_covers_every_stage_of_the_paper(tmp_path):
     assert set(BRANCHES) == {"web", "short", "long", "hybrid"}
 
 
+def test_tiny_stages_pin_cpu_numerics_unless_told_native(tmp_path):
+    from octomega import numerics
+
+    pinned = tiny_stages(tmp_path)
+    assert all({k: s.env[k] for k in numerics.PINS} == numerics.PINS for s in pinned)
+    assert not any("train.cpu_numerics=native" in s.cmd for s in pinned)
+    native = {s.name: s for s in tiny_stages(tmp_path, cpu_numerics="native", rl_overrides=["train.steps=3"])}
+    assert not any(k in s.env for s in native.values() for k in numerics.PINS)
+    for name in ("stable", "decay_long", "rl_long"):  # the tiny recipes pin unless overridden
+        assert "train.cpu_numerics=native" in native[name].cmd
+    assert native["rl_long"].cmd[-2:] == ["train.cpu_numerics=native", "train.steps=3"]
+
+
 def _fake_eval(root: Path, name: str, accuracy: float, n: int = 300) -> None:
     """An `octomega eval` output directory with `accuracy` (results.json + samples.jsonl), written by hand."""
     d = root / "eval" / name
