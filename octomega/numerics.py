@@ -83,8 +83,8 @@ def ensure(mode: str, *, command: list[str] | None, prog: str = "octomega") -> N
     """Make this process's CPU numerics what the run's config asks for.
 
     mode "native": nothing. "pinned" without the pins: set them in os.environ if torch is not loaded yet (the
-    usual case: resolving a recipe does not load it); else, when `command` (this process's own arguments after `python -m octomega`) is given,
-    re-execute it with the pins (the same process id, so torchrun and Slurm see no difference); else (a
+    usual case: resolving a recipe does not load it); else, when `command` (this process's own arguments after
+    `python -m octomega`) is given, re-execute it with the pins (the same process id, so torchrun and Slurm see no difference); else (a
     programmatic call that cannot restart) warn that the results may differ on another machine."""
     if mode != "pinned" or not supported():
         return
@@ -108,7 +108,10 @@ def summary(mode: str) -> str:
     """One line for a CPU run's log: the mode asked for, whether the pins are in effect, and what ATen runs."""
     import torch
 
-    state = ("in effect" if not missing() else f"NOT in effect, lacking {' '.join(missing())}") if mode == "pinned" \
-        else "the fastest kernels of this CPU; results may differ on another machine"
+    lacking = missing()
+    if mode != "pinned":
+        state = "the fastest kernels of this CPU; results may differ on another machine"
+    else:
+        state = f"NOT in effect, lacking {' '.join(lacking)}" if lacking else "in effect"
     return (f"cpu numerics: {mode} ({state}); ATen {torch.backends.cpu.get_cpu_capability()}, "
             f"{torch.get_num_threads()} threads, MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}")

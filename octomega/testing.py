@@ -91,4 +91,3 @@ def run_pinned(tiny_root, *args: str, timeout: float = 2400) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"octomega {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout
-
