@@ -80,8 +80,15 @@ def measure(cmd: list[str], label: str, log_dir: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed ({proc.returncode}):\n{(log_dir / f'{label}.log').read_text()[-3000:]}")
     maxrss = usage.ru_maxrss * 1024  # KiB on Linux
-    return {"command": " ".join(cmd), "seconds": round(time.time() - t0, 1), "peak_bytes": max(peak_rss, maxrss),
+    return {"command": portable(cmd, log_dir), "seconds": round(time.time() - t0, 1),
+            "peak_bytes": max(peak_rss, maxrss),
             "sampled_tree_rss_bytes": peak_rss, "sampled_tree_pss_bytes": peak_pss, "ru_maxrss_bytes": maxrss}
+
+
+def portable(cmd: list[str], work: Path) -> str:
+    """The command as a reader reruns it: `python` for this interpreter, $WORK for the work directory (results
+    carry no path of the machine that made them)."""
+    return " ".join("python" if c == sys.executable else str(c).replace(str(work), "$WORK") for c in cmd)
 
 
 def main() -> None:

@@ -582,7 +582,7 @@ def build_report(plan: dict, results: dict, command: str) -> dict:
     gpus = sorted({v["gpu"] for v in results.values() if v.get("gpu")})
     return {
         "bench": "train_throughput", "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": command, "cwd": os.getcwd(), "gpu": gpus[0] if len(gpus) == 1 else gpus or None,
+        "command": command, "gpu": gpus[0] if len(gpus) == 1 else gpus or None,
         "versions": versions(), "env": {k: os.environ.get(k) for k in ("PYTORCH_CUDA_ALLOC_CONF",
                                                                         "CUDA_DEVICE_MAX_CONNECTIONS")},
         "plan": {k: v for k, v in plan.items() if k not in ("corpus", "timeout_s")} | {"corpus": {
@@ -599,8 +599,8 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
     plan = resolve_plan(args)
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(
-        [sys.executable, str(Path(__file__)), *argv])
+    # Relative to the repository root, as a reader reruns it (results carry no path of the machine that made them).
+    command = shlex.join(["python", "bench/train_throughput.py", *(sys.argv[1:] if argv is None else argv)])
     if args.recompute != "none":
         print(f"recompute={args.recompute}: used because one GPU has no data-parallel peers for the distributed "
               "optimizer to shard the fp32 master weights and Adam moments onto (12 of the ~18 bytes/param); "

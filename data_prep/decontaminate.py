@@ -1,16 +1,16 @@
 """n-gram decontamination of a corpus or an RL prompt set against benchmark test sets.
 
     python -m data_prep.decontaminate --input raw/openr1/ --messages-key messages \\
-        --benchmarks ../shared/benchmarks --report decont/openr1.json [--write-filtered decont/openr1_clean/]
+        --report decont/openr1.json [--write-filtered decont/openr1_clean/]
     python -m data_prep.decontaminate --input data/web --tokenizer tok/ --benchmarks bench/ --report r.json
     python -m data_prep.decontaminate --input synth/rl/prompts.jsonl --text-key question \\
         --benchmarks synth/benchmarks --report r.json
 
 A document is contaminated by a benchmark item when they share --ngram consecutive words (13 by default;
 NFKC, lower case, punctuation ignored: data_prep.ngrams). Items shorter than that must appear whole (if they
-have at least --min-words words; shorter ones cannot be checked and are counted as such). Benchmarks follow the
-../shared/benchmarks layout (DIR/<benchmark>/test.jsonl); --benchmarks may also name one benchmark directory or
-a .jsonl file. An item's text is the concatenation of its --fields that exist (problem/question-like fields by
+have at least --min-words words; shorter ones cannot be checked and are counted as such). --benchmarks defaults
+to the 14 test sets that ship with octomega (octomega/eval/testsets, layout DIR/<benchmark>/test.jsonl); it may
+also name other such directories, one benchmark directory or a .jsonl file. An item's text is the concatenation of its --fields that exist (problem/question-like fields by
 default; add solution,answer to check those too).
 
 Input: anything data_prep.tokenize reads (jsonl / parquet / Hugging Face, with the same text options), or a
@@ -39,7 +39,7 @@ from data_prep.sources import InputError, detect_format, make_plan
 from data_prep.tokenizer_utils import TokenizerError, load_tokenizer, tokenizer_json_path
 
 BENCH_FIELDS = ("Body", "body", "problem", "question", "Question", "input")
-DEFAULT_BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+DEFAULT_BENCHMARKS = Path(__file__).resolve().parents[1] / "octomega" / "eval" / "testsets"
 
 
 def find_benchmarks(paths: list[str], only: list[str] | None = None) -> dict[str, str]:

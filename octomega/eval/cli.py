@@ -53,8 +53,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", help="hf backend device (default cuda if available)")
     p.add_argument("--tensor-parallel-size", type=int, help="vllm tensor parallelism (megatron: from torchrun)")
-    p.add_argument("--data-dir", help="DIR/<benchmark>/test.jsonl (default: ../shared/benchmarks or "
-                                      "$OCTOMEGA_BENCHMARKS)")
+    p.add_argument("--data-dir", help="DIR/<benchmark>/test.jsonl (default: $OCTOMEGA_BENCHMARKS, else the "
+                                      "test sets shipped in octomega/eval/testsets)")
     p.add_argument("--hub", action="store_true", help="download test sets from the Hugging Face hub (needs datasets)")
     p.add_argument("--out", help="output directory (default runs/eval/<model>-<suite>)")
     p.add_argument("--name", help="model label in reports (default: the model directory's name)")

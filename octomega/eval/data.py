@@ -1,8 +1,9 @@
 """Loading benchmark items: test files in DATA_DIR/<name>/test.jsonl, or the Hugging Face hub on request.
 
-Data directory, first found: an explicit ``data_dir``; the OCTOMEGA_BENCHMARKS environment variable; the
-``shared/benchmarks`` folder beside the repository (repo_root/../shared/benchmarks). The hub is only contacted
-when the caller asks (``hub=True``, ``--hub`` on the command line), through the optional ``datasets`` package.
+Data directory, first found: an explicit ``data_dir``; the OCTOMEGA_BENCHMARKS environment variable; the test sets
+that ship with octomega (``octomega/eval/testsets``, sources and licences in its README.md). The hub is only
+contacted when the caller asks (``hub=True``, ``--hub`` on the command line), through the optional ``datasets``
+package.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from octomega.eval.benchmarks import Benchmark, Item
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = Path(__file__).resolve().parent / "testsets"
 ENV_VAR = "OCTOMEGA_BENCHMARKS"
 
 
@@ -24,8 +25,7 @@ def default_data_dir() -> Path | None:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    shared = REPO_ROOT.parent / "shared" / "benchmarks"
-    return shared if shared.is_dir() else None
+    return SHIPPED_DIR if SHIPPED_DIR.is_dir() else None
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -71,7 +71,7 @@ def to_items(bench: Benchmark, rows: list[dict], where: str) -> list[Item]:
             detail = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise BenchmarkDataError(
                 f"{where}, record {i + 1}: {detail}; fields present: {sorted(row)}. Is this the {bench.title} "
-                f"test set in the layout of shared/benchmarks/README.md?") from e
+                f"test set in the layout of octomega/eval/testsets/README.md?") from e
     if not items:
         raise BenchmarkDataError(f"{where}: no records")
     seen: set[str] = set()

@@ -173,7 +173,7 @@ class ValidConfig:
 
     interval: int = 10  # RL steps between validations (also before the first step and after the last); 0 = ends only
     benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # octomega.eval benchmark names; [] = none
-    data_dir: str | None = None  # DIR/<benchmark>/test.jsonl; None = octomega.eval's default (shared/benchmarks)
+    data_dir: str | None = None  # DIR/<benchmark>/test.jsonl; None = octomega.eval's default (the shipped sets)
     limit: int | None = None  # first N items of each benchmark; None = all
     max_new_tokens: int | None = None  # None = the rollout's response cap at that step
     # Also one sample per item at the rollout temperature/top_p (<bench>/sampled_accuracy): the policy RL optimises.

@@ -106,3 +106,19 @@ def test_unknown_benchmark_and_prefix_without_tokenizer_are_clear_errors(tmp_pat
     assert decontaminate.main(["--input", str(tmp_path / "tok" / "c"), "--benchmarks", str(bench),
                                "--report", str(tmp_path / "r.json")]) == 2
     assert "pass --tokenizer" in capsys.readouterr().err
+
+
+def test_default_benchmarks_are_the_shipped_test_sets(tmp_path):
+    """Without --benchmarks, the 14 test sets shipped with octomega are checked: a GSM8K test question and a
+    MATH500 problem planted in a corpus are found, each under its benchmark."""
+    from octomega.eval.data import SHIPPED_DIR
+
+    gsm = json.loads((SHIPPED_DIR / "gsm8k" / "test.jsonl").open().readline())["question"]
+    math = json.loads((SHIPPED_DIR / "math500" / "test.jsonl").read_text().splitlines()[7])["problem"]
+    write_jsonl(tmp_path / "corpus.jsonl", [{"text": FILLER}, {"text": f"Homework. {gsm}"}, {"text": math}])
+    run(["--input", str(tmp_path / "corpus.jsonl"), "--report", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert set(r["benchmarks"]) == {p.parent.name for p in SHIPPED_DIR.glob("*/test.jsonl")}
+    assert len(r["benchmarks"]) == 14
+    assert r["documents_contaminated"] == 2
+    assert r["benchmarks"]["gsm8k"]["documents_hit"] == 1 and r["benchmarks"]["math500"]["documents_hit"] >= 1

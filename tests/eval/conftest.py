@@ -1,5 +1,5 @@
-"""Fixtures for evaluation tests: the shared benchmark files, a synthetic tiny_arith set and a tiny random
-Llama with its tokenizer (built here, never downloaded)."""
+"""Fixtures for evaluation tests: the benchmark test sets that ship with octomega, a synthetic tiny_arith set and a
+tiny random Llama with its tokenizer (built here, never downloaded)."""
 from __future__ import annotations
 
 import json
@@ -7,15 +7,14 @@ import random
 
 import pytest
 
-from octomega.eval.data import default_data_dir
+from octomega.eval.data import SHIPPED_DIR
 
 
 @pytest.fixture(scope="session")
-def shared_dir():
-    d = default_data_dir()
-    if d is None or not (d / "gsm8k" / "test.jsonl").is_file():
-        pytest.skip("the shared benchmark files (../shared/benchmarks or $OCTOMEGA_BENCHMARKS) are not available")
-    return d
+def testsets_dir():
+    """The shipped test sets (octomega/eval/testsets): part of the package, so a missing one is a failure."""
+    assert (SHIPPED_DIR / "gsm8k" / "test.jsonl").is_file(), f"shipped test sets missing under {SHIPPED_DIR}"
+    return SHIPPED_DIR
 
 
 def write_tiny_arith(path, n=24, seed=0):
@@ -34,11 +33,11 @@ def write_tiny_arith(path, n=24, seed=0):
 
 
 @pytest.fixture
-def bench_dir(tmp_path, shared_dir):
-    """A data dir with the shared benchmarks (symlinked) plus tiny_arith."""
+def bench_dir(tmp_path, testsets_dir):
+    """A data dir with the shipped benchmarks (symlinked) plus tiny_arith."""
     d = tmp_path / "benchmarks"
     d.mkdir()
-    for sub in shared_dir.iterdir():
+    for sub in testsets_dir.iterdir():
         if sub.is_dir():
             (d / sub.name).symlink_to(sub)
     write_tiny_arith(d / "tiny_arith" / "test.jsonl")

@@ -77,6 +77,23 @@ def test_cli_end_to_end(tiny_model_dir, bench_dir, tmp_path, capsys):
     assert len(lines(out / "gsm8k" / "samples.jsonl")) == 4
 
 
+def test_default_data_is_the_shipped_sets_from_any_directory(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """No --data-dir, no $OCTOMEGA_BENCHMARKS, run from an unrelated directory: octomega eval reads the test sets
+    that ship inside the package, and its records hold their questions."""
+    monkeypatch.delenv("OCTOMEGA_BENCHMARKS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main([str(tiny_model_dir), "--benchmarks", "math500,svamp", "--limit", "2", "--max-new-tokens", "4",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["benchmarks"]) == {"math500", "svamp"} and res["benchmarks"]["math500"]["n"] == 2
+    shipped = load_items(get_benchmark("math500"), None, limit=2)
+    recs = lines(out / "math500" / "samples.jsonl")
+    assert [r["gold"] for r in recs] == [it.gold for it in shipped]
+    assert shipped[0].question in recs[0]["prompt"]
+
+
 def test_oracle_scores_100_percent_and_zero_shot_suite(tiny_arith_dir, tmp_path):
     bench = get_benchmark("tiny_arith")
     items = load_items(bench, tiny_arith_dir)

@@ -20,9 +20,9 @@ FORMAT_MIN = {"gsm8k": 0.95, "math500": 0.95, "olympiadbench": 0.85, "amc23": 0.
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FORMAT_MIN))
-def test_self_agreement(name, shared_dir):
+def test_self_agreement(name, testsets_dir):
     bench = get_benchmark(name)
-    items = load_items(bench, shared_dir, limit=60)
+    items = load_items(bench, testsets_dir, limit=60)
     if name in SOLUTION_MIN:
         r = self_agreement(bench, items, "solution")
         assert r["n"] >= 30 and r["harness"] >= SOLUTION_MIN[name], r["failures"]
@@ -32,11 +32,11 @@ def test_self_agreement(name, shared_dir):
     assert zero["harness"] >= 0.98 and zero["math_verify"] >= 0.9, zero["failures"]
 
 
-def test_completions_follow_the_exemplar_formats(shared_dir):
+def test_completions_follow_the_exemplar_formats(testsets_dir):
     gsm = get_benchmark("gsm8k")
-    item = load_items(gsm, shared_dir, limit=1)[0]
+    item = load_items(gsm, testsets_dir, limit=1)[0]
     assert solution_completion(gsm, item).endswith("The answer is 18.")
     assert format_completion(gsm, item).endswith("The answer is 18.")
     sat = get_benchmark("sat_math")
-    assert "The final answer is (A)." in format_completion(sat, load_items(sat, shared_dir, limit=1)[0])
-    assert solution_completion(sat, load_items(sat, shared_dir, limit=1)[0]) is None  # no solutions in the file
+    assert "The final answer is (A)." in format_completion(sat, load_items(sat, testsets_dir, limit=1)[0])
+    assert solution_completion(sat, load_items(sat, testsets_dir, limit=1)[0]) is None  # no solutions in the file
