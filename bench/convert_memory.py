@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from octomega.config import ModelConfig, RopeScaling  # noqa: E402
 from octomega.convert.mapping import LlamaShape  # noqa: E402
 
-# Shapes from the public config.json files (RECIPE.md).
+# Shapes from the public config.json files (docs/recipe.md, "Base models").
 SHAPES = {
     "1b": dict(num_layers=16, hidden_size=2048, ffn_hidden_size=8192, num_attention_heads=32, num_query_groups=8,
                tie_embeddings=True, rope_scaling=RopeScaling(factor=32.0)),

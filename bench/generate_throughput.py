@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/generate_throughput.py                      # tiny random Llama on CPU, hf (+ megatron)
     .venv/bin/python bench/generate_throughput.py --model runs/convert/hf --device cuda --batch-size 64 \
-        --prompt-tokens 128 --new-tokens 512 --num-prompts 256       # the ARCHITECTURE.md GPU setting
+        --prompt-tokens 128 --new-tokens 512 --num-prompts 256       # docs/architecture.md's GPU setting
 
 Every backend gets the same prompts (same token counts), greedy decoding, a fixed number of new tokens (stop
 tokens replaced by the id -1, which is never sampled, so that every row generates exactly --new-tokens;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Transformer Engine for the GPU machine, prepared here (the device has no TE and no network, and a call carries at
-# most 64 MiB): ../shared/design/TE_ON_DEVICE.md's method, as scripts. Run once per checkout, in the repo root:
+# most 64 MiB): docs/te_on_device.md's method, as scripts. Run once per checkout, in the repo root:
 #   bash bench/te_kit.sh
 # It downloads (pip, from the package registry) into folders that .gitignore ignores:
 #   .whl/          megatron_core 0.19.2 (manylinux build: it holds compiled dataset helpers)

@@ -109,7 +109,7 @@ def parse_args(argv):
                    help="octomega only: FP8 hybrid (e4m3 forward, e5m2 gradients) through Transformer Engine; "
                         "refused when transformer_engine is not importable")
     p.add_argument("--fp8-recipe", choices=("delayed", "tensorwise", "blockwise"), default="delayed",
-                   help="FP8 scaling recipe with --fp8 (default delayed: the faster one in TE_ON_DEVICE.md)")
+                   help="FP8 scaling recipe with --fp8 (default delayed: the faster one in docs/te_on_device.md)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cuda (one GPU, bf16) or cpu (fp32, one thread per worker: the smoke test only; MFU null)")
     p.add_argument("--compile-backend", default=None,
@@ -153,7 +153,7 @@ def parse_args(argv):
         if importlib.util.find_spec("transformer_engine") is None:
             p.error("--fp8 needs Transformer Engine, and transformer_engine is not importable by "
                     f"{sys.executable}. Install it (pip install octomega[gpu]; on the GPU machine see "
-                    "/work/shared/design/TE_ON_DEVICE.md) or drop --fp8.")
+                    "docs/te_on_device.md) or drop --fp8.")
         if args.device != "cuda":
             p.error("--fp8 needs --device cuda (a Hopper-or-newer GPU)")
         if args.layer_spec == "local":

@@ -1,10 +1,10 @@
-"""OctoThinker's corpora (RECIPE.md) and the stage mixtures, by role.
+"""OctoThinker's corpora (docs/recipe.md, "Data") and the stage mixtures, by role.
 
 A role is what a corpus does in a mixture: "web" (the core math web corpus), "web_broad" (broad math web),
 "dclm" (general web), "code", "qa" (MegaMath QA in the stable stage), "qa_short" / "qa_long" (short / long
 chain-of-thought QA in the decay stage). A mixture gives each role a share of the stage's tokens; corpora that
 fill the same role split its share in proportion to their tokens. The tiny corpora of data_prep.synth fill
-the same roles, so the tiny pipeline runs the same code with the tiny_* mixtures (TINY_SCIENCE.md).
+the same roles, so the tiny pipeline runs the same code with the tiny_* mixtures (docs/tiny_science.md).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Corpus:
 
 CORPORA = {c.name: c for c in [
     Corpus("megamath-web-pro-max", "OctoThinker/MegaMath-Web-Pro-Max", ("web",),
-           note="~70B+ tokens; the stable stage's core corpus (RECIPE.md)"),
+           note="~70B+ tokens; the stable stage's core corpus (docs/recipe.md)"),
     Corpus("megamath-web-pro", "LLM360/MegaMath", ("web",), data_dir="megamath-web-pro", note="15.1B tokens"),
     Corpus("megamath-web", "LLM360/MegaMath", ("web_broad",), data_dir="megamath-web", note="263.9B tokens"),
     Corpus("megamath-code", "LLM360/MegaMath", ("code",), data_dir="megamath-code", note="28.1B tokens"),
@@ -58,14 +58,14 @@ CORPORA = {c.name: c for c in [
            question_key="question", answer_key="answer", qa_style="long", note="tiny long-CoT QA"),
 ]}
 
-# role -> share of the stage's training tokens. Exact branch mixtures are unpublished: these are RECIPE.md's
+# role -> share of the stage's training tokens. Exact branch mixtures are unpublished: these are docs/recipe.md's
 # documented assumptions (stable: MegaMath-style mix around Web-Pro-Max; decay: 70% web + 30% QA of the style).
 MIXTURES = {
     "stable": {"web": 0.70, "dclm": 0.10, "web_broad": 0.10, "qa": 0.05, "code": 0.05},
     "decay_long": {"web": 0.70, "qa_long": 0.30},
     "decay_short": {"web": 0.70, "qa_short": 0.30},
     "decay_hybrid": {"web": 0.70, "qa_long": 0.15, "qa_short": 0.15},
-    # The tiny demo (TINY_SCIENCE.md): web-only stable stage, decay 40% web + 60% QA of the branch's style,
+    # The tiny demo (docs/tiny_science.md): web-only stable stage, decay 40% web + 60% QA of the branch's style,
     # and a web-only decay as the "stable only" control.
     "tiny_stable": {"web": 1.0},
     "tiny_decay_web": {"web": 1.0},

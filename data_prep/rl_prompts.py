@@ -11,7 +11,7 @@ optional `datasets` package; network only when asked). Records of the common lay
     answer     --answer-field, else the first of answer | gt_answer | ground_truth | final_answer |
                reward_model.ground_truth; else the last \\boxed{} of `solution`
     id, level  id | unique_id | idx (else "<file stem>-<row>"); level when present
-MATH8K (the OctoThinker prompts, RECIPE.md) is SimpleRL's MATH level 3-5 training set (~8.5k problems): pass its
+MATH8K (the OctoThinker prompts, docs/recipe.md "RL") is SimpleRL's MATH level 3-5 training set: pass its
 file with --input; `question` + `gt_answer` are read as above.
 
 Output rows: {"id", "question", "answer", "level", "prompt", "prompt_tokens", "template"}: `prompt` is the

@@ -1,4 +1,4 @@
-"""Deterministic generator of the tiny demo corpora (TINY_SCIENCE.md).
+"""Deterministic generator of the tiny demo corpora (docs/tiny_science.md).
 
     python -m data_prep.synth --out DIR [--seed 0] [--scale 1.0]
 

@@ -1,4 +1,4 @@
-"""Arithmetic word problems with verifiable integer answers, and the texts built from them (TINY_SCIENCE.md).
+"""Arithmetic word problems with verifiable integer answers, and the texts built from them (docs/tiny_science.md).
 
 Levels: L1 = one add/subtract step, L2 = two, L3 = three steps of which one is "buys k bags with m in each"
 (two equations: k * m, then the add), so four equations. Every intermediate count stays >= 0.

@@ -87,7 +87,7 @@ class OptimConfig:
     lr: float | None = 1e-3  # peak LR; None (decay branches only) = the LR the stable checkpoint ran at
     min_lr: float | None = None  # decay target; None = min_lr_ratio * lr
     min_lr_ratio: float = 0.1  # decay target as a fraction of the peak when min_lr is None
-    warmup_tokens: int = 0  # tokens of linear warm-up from 0 (stable stage); RECIPE.md: none
+    warmup_tokens: int = 0  # tokens of linear warm-up from 0 (stable stage); docs/recipe.md: none
     decay_style: Literal["cosine", "linear", "exponential", "minus_sqrt"] = "cosine"  # decay stage shape
     weight_decay: float = 0.1
     adam_beta1: float = 0.9

@@ -5,7 +5,7 @@
 GPU-hours = Megatron's model FLOPs of the recipe's tokens (num_floating_point_operations: causal-halved attention,
 SwiGLU, logits; forward + backward) / (MFU x 989.4 TFLOP/s, the H100's dense bf16 peak) / 3600.
 
-The default MFU, 34.2%, is a measurement on ONE H100 (ARCHITECTURE.md / TE_ON_DEVICE.md): Megatron-Core + Transformer
+The default MFU, 34.2%, is a measurement on ONE H100 (docs/te_on_device.md): Megatron-Core + Transformer
 Engine, bf16, the Llama-3.2-1B shape at seq 4096, 8 micro-batches of one sequence per optimizer step. It is not
 octomega's own multi-node number (none has been measured: issue 8), and the paper runs at seq 8,192 (more attention
 per token), on many nodes (gradient reduce-scatter over the network) and at 3B/8B (larger matmuls, usually a higher
@@ -46,7 +46,7 @@ with _quiet_import():
     from octomega.train.flops import PEAK_FLOPS, flops_per_batch
     from octomega.train.schedule import budget
 
-MEASURED_MFU = 0.342  # Megatron-Core + TE bf16, Llama-3.2-1B shape, seq 4096, one H100 (ARCHITECTURE.md)
+MEASURED_MFU = 0.342  # Megatron-Core + TE bf16, Llama-3.2-1B shape, seq 4096, one H100 (docs/te_on_device.md)
 PEAK = PEAK_FLOPS["H100"]
 SIZES = ("llama32_1b", "llama32_3b", "llama31_8b")
 STAGES = ("stable", "decay_long", "decay_short", "decay_hybrid")

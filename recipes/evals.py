@@ -1,12 +1,12 @@
 """Evaluation recipes: which model, which suite, which benchmarks and how to generate, as `octomega eval RECIPE`.
 
-    <size>_eval_base            the untouched base model, few-shot (RECIPE.md: few-shot CoT, greedy, 1,024 new tokens)
+    <size>_eval_base            the untouched base model, few-shot (docs/recipe.md: CoT, greedy, 1,024 new tokens)
     <size>_eval_<branch>        a decay branch's HF export, few-shot, every benchmark (branch: long | short | hybrid)
-    <size>_eval_rl_<branch>     that branch after GRPO (RUN/hf), zero-shot with the orz template (RECIPE.md)
+    <size>_eval_rl_<branch>     that branch after GRPO (RUN/hf), zero-shot with the orz template (docs/recipe.md)
     <size>_eval_rl              = <size>_eval_rl_long
 
 Benchmarks: all 13 (octomega.eval.benchmarks.DEFAULT_SUITE); avg@K with K = 16 samples on the small sets (AMC23,
-AIME24; assumed: the authors sample small sets, RECIPE.md). Generation: vLLM with the training recipe's tensor
+AIME24; assumed, docs/recipe.md "Evaluation"). Generation: vLLM with the training recipe's tensor
 parallel size. Paths follow $OCTOMEGA_RUNS / $OCTOMEGA_MODELS as the training recipes do; any field can be
 changed on the command line (`octomega eval llama32_1b_eval_long --limit 50 --backend hf`).
 """

@@ -1,4 +1,4 @@
-"""OctoThinker at paper scale (RECIPE.md has every number with its source).
+"""OctoThinker at paper scale (docs/recipe.md has every number with its source).
 
 Stable: 200B tokens at constant LR; each decay branch 20B tokens, cosine to 10% of the stable LR.
 Batch: 512 sequences x 8,192 tokens = 4,194,304 tokens/step (MegaMath Table 13; released names `bs4M_seq8k`).
@@ -25,7 +25,7 @@ DECAY_TOKENS = 20_000_000_000
 
 
 def llama_model(size: str) -> ModelConfig:
-    """Llama-3.x shapes from the public config.json files (RECIPE.md table)."""
+    """Llama-3.x shapes from the public config.json files (docs/recipe.md, "Base models")."""
     common = dict(vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0, norm_eps=1e-5)
     if size == "1b":
         return ModelConfig(name="llama32_1b", num_layers=16, hidden_size=2048, ffn_hidden_size=8192,
@@ -48,7 +48,7 @@ def llama_model(size: str) -> ModelConfig:
 SIZES = {
     "1b": dict(lr=5e-5, hf="Llama-3.2-1B", tp=1, recompute="none"),
     "3b": dict(lr=3e-5, hf="Llama-3.2-3B", tp=1, recompute="selective"),
-    "8b": dict(lr=3e-5, hf="Llama-3.1-8B", tp=2, recompute="selective"),  # 8B LR: assumed (RECIPE.md)
+    "8b": dict(lr=3e-5, hf="Llama-3.1-8B", tp=2, recompute="selective"),  # 8B LR: assumed (docs/recipe.md)
 }
 
 

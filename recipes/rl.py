@@ -1,4 +1,4 @@
-"""RL recipes: the paper's GRPO/PPO stage (RECIPE.md's settings are octomega.rl.config's defaults) and tiny ones.
+"""RL recipes: the paper's GRPO/PPO stage (docs/recipe.md's settings are octomega.rl.config's defaults) and tiny ones.
 
 Paper scale, per model size (llama32_1b, llama32_3b, llama31_8b) and starting point:
     <size>_rl_grpo_<branch>   GRPO from the converted HF checkpoint of decay branch long | short | hybrid,
@@ -9,7 +9,7 @@ Paper scale, per model size (llama32_1b, llama32_3b, llama31_8b) and starting po
 A step: 128 prompts x 16 responses = 2,048 sequences; mini-batches of 64 prompts (1,024 sequences): 2 updates per
 step at LR 1e-6. Prompts: $OCTOMEGA_DATA/rl/math8k.jsonl (`python -m data_prep.rl_prompts --preset math8k`).
 
-Tiny (CPU, minutes; TINY_SCIENCE.md's feasibility settings):
+Tiny (CPU, minutes; the feasibility settings of docs/tiny_science.md):
     tiny_rl_grpo_<branch>     GRPO from runs/tiny/tiny_decay_<branch> (short | long | hybrid | web)
     tiny_rl_ppo_<branch>      PPO from runs/tiny/tiny_decay_<branch> (short | long)
 16 prompts x 8 samples = 128 sequences a step, mini-batches of 8 prompts (2 updates per step), Adam LR 5e-5,
@@ -30,8 +30,8 @@ PAPER_SIZES = {  # model-parallel layout per size on 8 x H100 80 GB nodes (assum
     "llama31_8b": dict(hf="Llama-3.1-8B", tp=2),
 }
 STAIRS = {
-    "long": "0:2048,100:4096,160:8192",  # RECIPE.md: Long runs
-    "hybrid": "0:4096",  # RECIPE.md: Hybrid
+    "long": "0:2048,100:4096,160:8192",  # docs/recipe.md: Long runs
+    "hybrid": "0:4096",  # docs/recipe.md: Hybrid
     "short": "0:2048,100:4096,160:8192",  # (assumed) no published stair: the Long one
     "base": "0:2048,100:4096,160:8192",  # (assumed) the Long one
 }
@@ -95,10 +95,10 @@ _register_paper()
 
 # --------------------------------------------------------------------------------------------------- tiny
 
-TINY_PROMPTS, TINY_SAMPLES = 16, 8  # 16 prompts x 8 samples = 128 sequences per step (TINY_SCIENCE.md)
+TINY_PROMPTS, TINY_SAMPLES = 16, 8  # 16 prompts x 8 samples = 128 sequences per step (docs/tiny_science.md)
 TINY_MINI_BATCH = 8  # prompts per update: 16 / 8 = 2 updates per rollout
 TINY_MAX_NEW = 256  # tokens
-TINY_BUDGET_S = 120.0  # seconds of RL per branch (TINY_SCIENCE.md ran 150 s; 120 keeps the pipeline near 15 min)
+TINY_BUDGET_S = 120.0  # seconds of RL per branch (docs/tiny_science.md ran 150 s; 120 keeps the pipeline near 15 min)
 
 
 def tiny_rl(branch: str, algo: str = "grpo") -> RLConfig:
@@ -120,8 +120,8 @@ def tiny_rl(branch: str, algo: str = "grpo") -> RLConfig:
     cfg.train.steps = 200
     cfg.train.time_budget_s = TINY_BUDGET_S
     cfg.train.cpu_numerics = "pinned"  # the same rollouts and updates on every x86-64 CPU (octomega/numerics.py)
-    cfg.optim.lr = 5e-5  # TINY_SCIENCE.md (1e-4 with 8 prompts made the model worse)
-    cfg.optim.weight_decay = 0.0  # plain Adam (TINY_SCIENCE.md)
+    cfg.optim.lr = 5e-5  # docs/tiny_science.md (1e-4 with 8 prompts made the model worse)
+    cfg.optim.weight_decay = 0.0  # plain Adam (docs/tiny_science.md)
     cfg.critic.lr = 1e-4  # (assumed) the tiny critic's fresh head needs a faster LR than the paper's 1e-5
     cfg.valid.benchmarks = ["tiny_arith"]
     cfg.valid.data_dir = str(root / "data" / "synth" / "benchmarks")

@@ -1,7 +1,7 @@
 """The tiny recipes: every stage on a laptop CPU in minutes, on data_prep.synth's arithmetic corpora.
 
 Model: 4 layers, hidden 128, 4 heads / 2 kv heads, SwiGLU 512, tied embeddings, seq 256: ~1.05M parameters
-(TINY_SCIENCE.md's feasibility model). Batches: 16 sequences x 256 tokens = 4,096 tokens per step.
+(the feasibility model of docs/tiny_science.md). Batches: 16 sequences x 256 tokens = 4,096 tokens per step.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from octomega.config import ModelConfig, RunConfig
 from recipes import env_dir, recipe
 
 TOKENS_PER_STEP = 16 * 256  # global batch 16 sequences x 256 tokens = 4,096
-STABLE_STEPS = 800  # ~3.3M tokens, ~3 minutes at ~18k tokens/s (TINY_SCIENCE.md)
+STABLE_STEPS = 800  # ~3.3M tokens, ~3 minutes at ~18k tokens/s (docs/tiny_science.md)
 DECAY_STEPS = 350  # ~1.4M tokens per branch
 
 
@@ -57,7 +57,7 @@ def _tiny_decay(branch: str) -> RunConfig:
     cfg.train.stage = "decay"
     cfg.train.train_tokens = DECAY_STEPS * TOKENS_PER_STEP
     cfg.optim.lr = None  # start from the LR the stable stage ran at (read from its checkpoint)
-    cfg.optim.min_lr_ratio = 0.1  # cosine to 10% of it (RECIPE.md)
+    cfg.optim.min_lr_ratio = 0.1  # cosine to 10% of it (docs/recipe.md)
     cfg.optim.warmup_tokens = 0
     cfg.optim.decay_style = "cosine"
     cfg.init.from_checkpoint = stable.resolved_run_dir
@@ -90,7 +90,7 @@ def tiny_decay_web() -> RunConfig:
     return _tiny_decay("web")
 
 
-# Mixtures of the tiny stages (weights per prepared corpus). TINY_SCIENCE.md: stable on web text only; decay
+# Mixtures of the tiny stages (weights per prepared corpus). docs/tiny_science.md: stable on web text only; decay
 # branches 40% web + 60% QA of the branch's style; "web" is the compute-matched no-QA control.
 TINY_MIXTURES = {
     "stable": "web=1.0",

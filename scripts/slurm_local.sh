@@ -19,7 +19,7 @@
 #   SLURMCTLD_PORT       [6817]         SLURMD_PORT [6818]
 #   SLURM_LOCAL_PARTITION [debug]       the default partition's name
 #
-# Facts this follows (MEGATRON_NOTES.md, "A real Slurm on one machine"): Debian's slurm-wlm 22.05 + munge; a munge
+# Facts this follows (docs/slurm.md, "A real Slurm on this machine"): Debian's slurm-wlm 22.05 + munge; a munge
 # key owned by the munge user; auth/munge, proctrack/linuxproc, task/none, select/cons_tres, SlurmUser=root; state,
 # spool, log and pid paths in a writable folder; slurmd's "Cannot create context for mpi/pmix_v4" is harmless.
 set -euo pipefail

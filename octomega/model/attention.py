@@ -1,7 +1,7 @@
 """Core attention for the local (non-Transformer-Engine) layer spec, on torch's scaled_dot_product_attention.
 
 Megatron-Core's shipped local DotProductAttention materialises [b, heads, s, s] scores in a global buffer and
-runs out of memory at seq 4096 on an 80 GB GPU (ARCHITECTURE.md). SDPA picks flash / memory-efficient / cuDNN
+runs out of memory at seq 4096 on an 80 GB GPU (docs/architecture.md). SDPA picks flash / memory-efficient / cuDNN
 kernels on a GPU and a fused math path on the CPU.
 
 Masking rules:

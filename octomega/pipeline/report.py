@@ -186,7 +186,7 @@ def verdict(rows: list[dict]) -> str:
     else:
         text.append("The paper's ordering did NOT clearly appear in this run: no QA branch gained more from RL than "
                     "the stable-only model by more than two standard errors.")
-    text.append("Seeds vary more than this noise (TINY_SCIENCE.md). At this scale a stable-only model that never "
+    text.append("Seeds vary more than this noise (docs/tiny_science.md). At this scale a stable-only model that never "
                 "answers in the Question/Answer format gets no reward to learn from: a format gap, not a reasoning "
                 "gap.")
     boxes = {b: (r["before"].get("box_rate"), r["after"].get("box_rate")) for b, r in done.items()}

@@ -4,7 +4,7 @@
                                                   \\-> rl_<b> (GRPO) -> eval_after_<b> (zero-shot)
     everything -> report
 
-"web" is the stable-only control: a compute-matched decay on web text only (TINY_SCIENCE.md), so every model
+"web" is the stable-only control: a compute-matched decay on web text only (docs/tiny_science.md), so every model
 has seen the same number of tokens before RL. Independent stages run two at a time with one thread each, the
 longest kind first (decay, RL, conversion, evaluation), so that the two cores stay busy to the end.
 """

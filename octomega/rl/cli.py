@@ -23,7 +23,7 @@ from octomega.config import ConfigError, apply_override, from_dict, to_json
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="octomega rl", description="Reinforcement learning on math prompts (GRPO / PPO) with Megatron-Core "
-        "models and octomega.generate rollouts. Defaults are OctoThinker's settings (RECIPE.md).",
+        "models and octomega.generate rollouts. Defaults are OctoThinker's settings (docs/recipe.md).",
         epilog="Overrides: any field as key.sub=value, e.g. algo.name=ppo rollout.backend=hf train.steps=50 "
                "rollout.response_stair=0:1024,50:2048 valid.benchmarks=math500,gsm8k. `octomega recipes` lists "
                "recipes (the RL ones contain '_rl_'). Docs: docs/rl.md.",

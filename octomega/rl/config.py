@@ -1,4 +1,4 @@
-"""The RL stage's configuration: typed dataclasses whose defaults are OctoThinker's settings (RECIPE.md).
+"""The RL stage's configuration: typed dataclasses whose defaults are OctoThinker's settings (docs/recipe.md, "RL").
 
 Units, as verl defines them (and as `octomega rl RECIPE --dry-run` prints them):
     a step      samples rollout.prompts_per_step prompts x rollout.samples_per_prompt responses
@@ -7,7 +7,7 @@ Units, as verl defines them (and as `octomega rl RECIPE --dry-run` prints them):
                 one optimizer update each, so a step makes 128 / 64 = 2 updates (x algo.ppo_epochs);
     micro-batches (train.micro_batch_size sequences on one data-parallel rank) only split memory: the loss is
                 normalised over the whole mini-batch, so gradients do not depend on them or on the DP size.
-Every field says its unit. "(assumed)" marks a default no source settles (RECIPE.md's convention).
+Every field says its unit. "(assumed)" marks a default no source settles (docs/recipe.md's convention).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from octomega.config import ConfigError, LoggingConfig, ModelConfig, ParallelCon
 class AlgoConfig:
     """The policy-gradient algorithm (verl's core_algos semantics)."""
 
-    name: Literal["grpo", "ppo"] = "grpo"  # RECIPE.md: the authors ran adv_estimator=grpo (no critic)
+    name: Literal["grpo", "ppo"] = "grpo"  # docs/recipe.md: the authors ran adv_estimator=grpo (no critic)
     # GRPO: advantage = (reward - group mean) / (group std + eps); False = Dr.GRPO (no division)
     norm_adv_by_std: bool = True
     adv_eps: float = 1e-6  # added to the group std (verl's epsilon)
@@ -31,7 +31,7 @@ class AlgoConfig:
     gamma: float = 1.0
     lam: float = 1.0
     whiten_advantages: bool = True  # PPO: advantages whitened over the step's response tokens (verl's GAE does)
-    # Clipped surrogate: ratio clipped to [1 - clip_low, 1 + clip_high]; None = clip_ratio (RECIPE.md: 0.2)
+    # Clipped surrogate: ratio clipped to [1 - clip_low, 1 + clip_high]; None = clip_ratio (docs/recipe.md: 0.2)
     clip_ratio: float = 0.2
     clip_ratio_low: float | None = None
     clip_ratio_high: float | None = None
@@ -39,8 +39,8 @@ class AlgoConfig:
     clip_ratio_c: float = 3.0
     # How token losses become one number: over the mini-batch's tokens (token-mean), or per sequence first
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
-    entropy_coef: float = 0.0  # RECIPE.md: entropy 0 (entropy is still measured)
-    # KL to a frozen reference model (built only when a coefficient is > 0). RECIPE.md: 0 in loss and reward
+    entropy_coef: float = 0.0  # docs/recipe.md: entropy 0 (entropy is still measured)
+    # KL to a frozen reference model (built only when a coefficient is > 0). docs/recipe.md: 0 in loss and reward
     kl_loss_coef: float = 0.0  # added to the actor loss (verl use_kl_loss)
     kl_loss_type: Literal["kl", "abs", "mse", "low_var_kl"] = "low_var_kl"
     kl_reward_coef: float = 0.0  # subtracted from the token rewards (verl use_kl_in_reward; PPO)
@@ -59,12 +59,12 @@ class AlgoConfig:
 @dataclass(kw_only=True)
 class RolloutConfig:
     backend: Literal["megatron", "vllm", "hf"] = "megatron"  # megatron shares the trainer's weights (no copy)
-    prompts_per_step: int = 128  # prompts sampled per RL step (the paper's global batch; RECIPE.md)
-    samples_per_prompt: int = 16  # responses per prompt (GRPO group size; RECIPE.md)
+    prompts_per_step: int = 128  # prompts sampled per RL step (the paper's global batch; docs/recipe.md)
+    samples_per_prompt: int = 16  # responses per prompt (GRPO group size; docs/recipe.md)
     temperature: float = 1.0  # sampling temperature; the trainer divides its logits by it too
     top_p: float = 1.0
     # Response cap in tokens by RL step, "step:tokens,...": the cap of the largest step <= the current one.
-    # RECIPE.md: Long runs {0: 2048, 100: 4096, 160: 8192}; Hybrid {0: 4096}
+    # docs/recipe.md: Long runs {0: 2048, 100: 4096, 160: 8192}; Hybrid {0: 4096}
     response_stair: str = "0:2048,100:4096,160:8192"
     max_prompt_tokens: int = 400  # longer prompts are filtered out (and counted) when the prompt set is loaded
     template: str = "orz"  # prompt template (octomega/rl/templates.py): orz | qa | raw
@@ -107,13 +107,13 @@ class RolloutConfig:
 class RLOptimConfig:
     """Adam for the actor (verl's actor defaults: weight decay 0.01, betas 0.9/0.999) at a constant LR."""
 
-    lr: float = 1e-6  # RECIPE.md: actor LR 1e-6, constant
-    warmup_steps: int = 0  # optimizer updates of linear warm-up from 0 (RECIPE.md: none)
+    lr: float = 1e-6  # docs/recipe.md: actor LR 1e-6, constant
+    warmup_steps: int = 0  # optimizer updates of linear warm-up from 0 (docs/recipe.md: none)
     weight_decay: float = 0.01  # verl's actor default (assumed: the release does not override it)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999  # verl's default
     adam_eps: float = 1e-8
-    clip_grad: float = 1.0  # global L2 norm (RECIPE.md: grad clip 1.0)
+    clip_grad: float = 1.0  # global L2 norm (docs/recipe.md: grad clip 1.0)
 
 
 @dataclass(kw_only=True)
@@ -140,9 +140,9 @@ class RewardConfig:
 
 @dataclass(kw_only=True)
 class RLTrainConfig:
-    steps: int = 300  # RL steps (assumed: the authors' logged validation runs from step 0 to ~300; RECIPE.md)
+    steps: int = 300  # RL steps (assumed: the authors' logged validation runs from step 0 to ~300; docs/recipe.md)
     time_budget_s: float | None = None  # stop (with a checkpoint) after this many seconds of this process
-    mini_batch_prompts: int = 64  # prompts per optimizer update, all their samples included (RECIPE.md: 64)
+    mini_batch_prompts: int = 64  # prompts per optimizer update, all their samples included (docs/recipe.md: 64)
     micro_batch_size: int = 4  # sequences per forward/backward on one DP rank (memory only)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
     seed: int = 1234  # model-parallel RNG seed

@@ -1,6 +1,6 @@
 """Prompt templates of the RL stage: one question -> the text the policy continues. Validation uses the same one.
 
-    orz   OctoThinker's RL template (RECIPE.md), rendered by octomega.eval.prompts (the rl-zeroshot suite's prompt)
+    orz   OctoThinker's RL template (docs/recipe.md), rendered by octomega.eval.prompts (the rl-zeroshot suite's prompt)
     qa    the mid-training QA format "Question: {question}\\nAnswer:" (data_prep.QA_TEMPLATE without the answer):
           what the tiny models were trained on, so the tiny pipeline's RL starts from a model that answers
           (the eval's qa-zeroshot suite renders the same text)

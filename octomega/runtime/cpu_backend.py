@@ -1,7 +1,7 @@
 """Run Megatron-Core on CPU (gloo), for tests, the tiny pipeline and laptops.
 
 Megatron-Core has no CPU path: it creates tensors on "cuda", asks torch.cuda for the current device, streams
-and RNG states, and asserts CUDA tensor types in the optimizer. What was found by running it (MEGATRON_NOTES.md)
+and RNG states, and asserts CUDA tensor types in the optimizer. What was found by running it (docs/megatron_cpu.md)
 is redirected here, and only here:
 
 - factory calls and .to()/.cuda() that name a CUDA device are mapped to the CPU (a TorchFunctionMode);

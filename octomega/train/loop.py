@@ -42,7 +42,7 @@ def _loss_func(loss_mask: torch.Tensor, output):
     else:
         loss = torch.sum(output.float().reshape(-1) * mask)
     tokens = mask.sum().to(torch.int)
-    # The schedule may scale the returned loss in place: report a clone (MEGATRON_NOTES.md).
+    # The schedule may scale the returned loss in place: report a clone (docs/megatron_cpu.md, "Traps").
     return loss, tokens, {"lm loss": torch.stack([loss.detach().clone(), mask.sum().detach()])}
 
 

@@ -30,7 +30,7 @@ def test_every_paper_eval_recipe_resolves(capsys, monkeypatch):
             d = _dry(capsys, r.name)
             assert d["recipe"] == r.name and d["backend"] == "vllm" and d["samples"] == 16
             assert d["suite"] == ("rl-zeroshot" if what.startswith("rl") else "base-fewshot")
-            assert d["max_new_tokens"] == (2048 if what.startswith("rl") else 1024)  # RECIPE.md: base 1,024
+            assert d["max_new_tokens"] == (2048 if what.startswith("rl") else 1024)  # docs/recipe.md: base 1,024
             assert len(d["benchmarks"]) >= 13 and {"gsm8k", "math500", "olympiadbench", "amc23"} <= set(d["benchmarks"])
     d = _dry(capsys, "llama32_3b_eval_hybrid")
     assert d["model"] == "/cluster/runs/llama32_3b_decay_hybrid/hf" and d["out"] == "/cluster/runs/eval/llama32_3b_eval_hybrid"

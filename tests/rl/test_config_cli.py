@@ -96,7 +96,7 @@ def test_recipes_registered():
     assert hybrid.rollout.response_stair == "0:4096" and hybrid.init.hf_path.endswith("llama32_3b_decay_hybrid/hf")
     tiny = validate_rl(recipes.get("tiny_rl_grpo_short"))
     u = units(tiny)
-    assert (u.prompts, u.samples, u.updates_per_step) == (16, 8, 2)  # TINY_SCIENCE.md's GRPO settings
+    assert (u.prompts, u.samples, u.updates_per_step) == (16, 8, 2)  # docs/tiny_science.md's GRPO settings
     assert (tiny.optim.lr, tiny.rollout.response_cap(0), tiny.train.time_budget_s) == (5e-5, 256, 120.0)
     assert recipes.get("tiny_rl_ppo_short").algo.name == recipes.get("tiny_rl_ppo_long").algo.name == "ppo"
 
