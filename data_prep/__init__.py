@@ -7,6 +7,7 @@ Tools (each `python -m data_prep.<tool> --help`):
     decontaminate  n-gram overlap of a corpus or prompt set with benchmark test sets
     inspect        decode documents of a prefix, length histogram; verify a blend file
     rl_prompts     RL prompt sets: templated, length-filtered jsonl (the RL stage's tool; docs/rl.md)
+    llama3_tokenizer  Meta's Llama-3 tokenizer (128,256 ids) as a Hugging Face directory, built offline
 """
 
 from data_prep.templates import QA_TEMPLATE  # "Question: {question}\nAnswer: {answer}", both styles

@@ -37,6 +37,7 @@ from data_prep.ngrams import NGramIndex
 from data_prep.records import BadRecordError, RecordFormatter, RecordValidator
 from data_prep.sources import InputError, detect_format, make_plan
 from data_prep.tokenizer_utils import TokenizerError, load_tokenizer, tokenizer_json_path
+from octomega.jsonl import read_jsonl
 
 BENCH_FIELDS = ("Body", "body", "problem", "question", "Question", "input")
 DEFAULT_BENCHMARKS = Path(__file__).resolve().parents[1] / "octomega" / "eval" / "testsets"
@@ -67,16 +68,9 @@ def find_benchmarks(paths: list[str], only: list[str] | None = None) -> dict[str
 def load_items(path: str, fields=BENCH_FIELDS) -> list[str]:
     """One text per line of a benchmark file: its `fields` that are strings, joined (duplicates once)."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise InputError(f"{path}:{lineno}: invalid JSON ({e})") from None
-            parts = [rec[k] for k in fields if isinstance(rec.get(k), str) and rec[k].strip()]
-            items.append("\n".join(dict.fromkeys(parts)))
+    for rec in read_jsonl(path, error=InputError, hint="a benchmark test set is one JSON object per line"):
+        parts = [rec[k] for k in fields if isinstance(rec.get(k), str) and rec[k].strip()]
+        items.append("\n".join(dict.fromkeys(parts)))
     return items
 
 
@@ -157,8 +151,7 @@ def _report(work: str, benchmarks: dict[str, str], args, n_tasks: int) -> dict:
     for r in range(n_tasks):
         counts = json.loads(Path(work, "matches", f"{r:05d}.json").read_text())
         scanned, contaminated = scanned + counts["documents"], contaminated + counts["contaminated"]
-        for line in open(Path(work, "matches", f"{r:05d}.jsonl")):
-            m = json.loads(line)
+        for m in read_jsonl(Path(work, "matches", f"{r:05d}.jsonl")):
             if m["doc"] is not None:
                 hit_docs.append(m["doc"])
             for name in dict.fromkeys(h[0] for h in m["hits"]):

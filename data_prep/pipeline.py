@@ -39,7 +39,9 @@ class LlamaMegatronTokenizer(MegatronDocumentTokenizer):
 
     datatrove's eos_token replaces the tokenizer's post-processor with "$A <EOS>", which drops the BOS that
     Llama 3's post-processor adds. This step installs "<BOS> $A <EOS>" itself (either side optional), turns
-    off any truncation/padding saved in tokenizer.json, and uses the dtype data_prep chose."""
+    off any truncation/padding saved in tokenizer.json, and uses the dtype data_prep chose. Special-token text
+    inside a document ("<|end_of_text|>" quoted by a web page) is encoded as plain text, as Meta's Llama-3
+    tokenizer encodes documents (tiktoken's disallowed_special=()): only the template's BOS/EOS are special."""
 
     name = "✍️ Megatron writer (BOS/EOS)"
 
@@ -55,6 +57,7 @@ class LlamaMegatronTokenizer(MegatronDocumentTokenizer):
         tok = load_tokenizer(self.info.json_path)
         tok.no_truncation()
         tok.no_padding()
+        tok.encode_special_tokens = True  # special-token literals in the text are text, not document boundaries
         single = " ".join(x for x in (self.info.bos, "$A", self.info.eos) if x)
         specials = [(t, i) for t, i in ((self.info.bos, self.info.bos_id), (self.info.eos, self.info.eos_id)) if t]
         tok.post_processor = TemplateProcessing(single=single, pair=None, special_tokens=specials)

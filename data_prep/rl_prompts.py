@@ -27,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+from octomega.jsonl import read_jsonl
+
 QUESTION_FIELDS = ("problem", "question", "query", "prompt")
 ANSWER_FIELDS = ("answer", "gt_answer", "ground_truth", "final_answer", "reward_model.ground_truth")
 
@@ -86,22 +88,12 @@ def read_records(spec: str, hub_split: str = "train") -> tuple[str, list[dict]]:
         import pyarrow.parquet as pq
 
         return path.stem, pq.read_table(path).to_pylist()
-    rows = []
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):  # a JSON array (SimpleRL ships one)
-        data = json.loads(text)
-        return path.stem, [r for r in data if isinstance(r, dict)]
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PromptSetError(f"{path}, line {lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise PromptSetError(f"{path}, line {lineno}: expected a JSON object")
-        rows.append(rec)
-    return path.stem, rows
+    if path.suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):  # a JSON array (SimpleRL ships one)
+            return path.stem, [r for r in json.loads(text) if isinstance(r, dict)]
+    return path.stem, read_jsonl(path, error=PromptSetError,
+                                 hint="a prompt set is one JSON object per line (or a .json array, or .parquet)")
 
 
 def build(inputs: list[str], out: str | Path, tokenizer, *, template: str = "orz", max_prompt_tokens: int = 400,

@@ -185,8 +185,30 @@ om_on_warning() {
 }
 om_on_term() { OM_TERMINATED=1; om_log "received TERM: Slurm is ending the job (scancel, preemption or the time limit)"; }
 
+# om_wait PID [POLL]: wait for PID, a child of this shell, to end; its exit status goes to OM_WAIT_RC. Bash runs a
+# trap only between commands, so the child runs in the background while the shell waits, and a trapped signal
+# ends `wait` early (status > 128) while the child runs on: then it waits again. POLL, a command run before each
+# wait: while it succeeds (it did its work and napped), it runs again instead of the wait. Used by om_run_step and
+# slurm/task.sh.
+om_wait() {
+  local pid=$1 poll=${2:-} again
+  OM_WAIT_RC=0
+  while :; do
+    if [ -n "$poll" ] && "$poll"; then continue; fi
+    if wait "$pid"; then OM_WAIT_RC=0; break; else OM_WAIT_RC=$?; fi
+    # > 128: a trapped signal interrupted `wait` while the child runs on (or the child died of a signal)
+    if [ "$OM_WAIT_RC" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    break
+  done
+  if [ "$OM_WAIT_RC" -gt 128 ]; then  # interrupted just as the child ended: its status is still there to collect
+    again=0
+    wait "$pid" 2>/dev/null || again=$?
+    [ "$again" -ne 127 ] && OM_WAIT_RC=$again
+  fi
+  return 0
+}
+
 # om_run_step dist|single PYTHON_ARGS...: run one step and wait for it; its exit status goes to OM_STEP_RC.
-# Bash runs a trap only between commands: the step runs in the background while the shell waits.
 om_run_step() {
   om_step_cmd "$@"
   if [ "$1" = single ]; then om_log "launch: $(om_show "${OM_STEP_CMD[@]}")"
@@ -194,25 +216,17 @@ om_run_step() {
   if [ -n "$OM_DRY_RUN" ]; then OM_STEP_RC=0; return 0; fi
   export OM_TASK_SIGNAL OM_TASK_WAIT
   "${OM_STEP_CMD[@]}" &
-  OM_STEP_PID=$! OM_SIGNALLED='' OM_STEP_RC=0
-  while :; do
-    if [ -n "${OM_WARNED:-}" ] && kill -0 "$OM_STEP_PID" 2>/dev/null; then  # a stop is pending: poll
-      if [ -z "$OM_SIGNALLED" ] || [ $((SECONDS - OM_SIGNALLED)) -ge 10 ]; then om_signal_step; fi
-      sleep 1 & wait $! 2>/dev/null || true
-      continue
-    fi
-    if wait "$OM_STEP_PID"; then OM_STEP_RC=0; break; else OM_STEP_RC=$?; fi
-    # > 128: a trapped signal interrupted `wait` while the step runs on (or the step died of a signal)
-    if [ "$OM_STEP_RC" -gt 128 ] && kill -0 "$OM_STEP_PID" 2>/dev/null; then continue; fi
-    break
-  done
-  if [ "$OM_STEP_RC" -gt 128 ]; then  # interrupted just as the step ended: its status is still there to collect
-    local again=0
-    wait "$OM_STEP_PID" 2>/dev/null || again=$?
-    [ "$again" -ne 127 ] && OM_STEP_RC=$again
-  fi
-  OM_STEP_PID=
+  OM_STEP_PID=$! OM_SIGNALLED=''
+  om_wait "$OM_STEP_PID" om_stop_pending
+  OM_STEP_RC=$OM_WAIT_RC OM_STEP_PID=
   om_log "step exited with status $OM_STEP_RC"
+}
+
+# om_wait's poll in om_run_step: while a stop is pending and the step runs, ask it again every 10 s; nap a second.
+om_stop_pending() {
+  [ -n "${OM_WARNED:-}" ] && kill -0 "$OM_STEP_PID" 2>/dev/null || return 1
+  if [ -z "$OM_SIGNALLED" ] || [ $((SECONDS - OM_SIGNALLED)) -ge 10 ]; then om_signal_step; fi
+  sleep 1 & wait $! 2>/dev/null || true
 }
 
 # om_job_start RUN_DIR: traps, distributed environment, the run's logs/ folder (a link to this job's Slurm log and

@@ -25,15 +25,20 @@ if [ $# -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   [ $# -eq 0 ] && exit 2 || exit 0
 fi
 
+# shellcheck source=slurm/common.sh
+source "$(dirname "$0")/common.sh"  # om_wait
+
 sig=${OM_TASK_SIGNAL:-TERM}
 signum=$(kill -l "$sig" 2>/dev/null) || { echo "task.sh: unknown OM_TASK_SIGNAL=$sig" >&2; exit 2; }
 
+# shellcheck disable=SC2317  # runs from hand_on
 catches() {  # catches PID: does process PID have a handler for $signum?
   local mask
   mask=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
   [ -n "$mask" ] && (( (16#$mask >> (signum - 1)) & 1 ))
 }
 
+# shellcheck disable=SC2317  # runs from hand_on
 ready() {  # may the child be signalled now?
   case "${OM_TASK_WAIT:-none}" in
     self) catches "$child" ;;
@@ -47,6 +52,19 @@ ready() {  # may the child be signalled now?
   esac
 }
 
+# shellcheck disable=SC2317  # om_wait runs it (its poll)
+hand_on() {  # om_wait's poll: a SIGURG is pending: hand it on once the child can take it, napping until then
+  [ -n "$pending" ] && [ -z "$forwarded" ] || return 1
+  if ready; then
+    forwarded=1
+    kill -s "$sig" "$child" 2>/dev/null || true
+    return 1
+  fi
+  kill -0 "$child" 2>/dev/null || return 1
+  sleep 0.5 & wait $! 2>/dev/null
+  return 0
+}
+
 "$@" &
 child=$!
 pending='' forwarded=''
@@ -54,25 +72,5 @@ trap 'pending=1' URG
 # Slurm's own signals (scancel, preemption, the time limit) reach the child directly: stay to report its status.
 trap ':' TERM INT HUP USR1 USR2
 
-rc=0
-while :; do
-  if [ -n "$pending" ] && [ -z "$forwarded" ]; then
-    if ready; then
-      forwarded=1
-      kill -s "$sig" "$child" 2>/dev/null || true
-    elif kill -0 "$child" 2>/dev/null; then
-      sleep 0.5 & wait $! 2>/dev/null
-      continue
-    fi
-  fi
-  if wait "$child"; then rc=0; break; else rc=$?; fi
-  # > 128: a trapped signal interrupted `wait` while the child runs on (or the child died of a signal).
-  if [ "$rc" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
-  break
-done
-if [ "$rc" -gt 128 ]; then  # interrupted just as the child ended: its status is still there to collect
-  again=0
-  wait "$child" 2>/dev/null || again=$?
-  [ "$again" -ne 127 ] && rc=$again
-fi
-exit "$rc"
+om_wait "$child" hand_on
+exit "$OM_WAIT_RC"

@@ -7,11 +7,11 @@ package.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from octomega.eval.benchmarks import Benchmark, Item
+from octomega.jsonl import read_jsonl
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "testsets"
 ENV_VAR = "OCTOMEGA_BENCHMARKS"
@@ -44,22 +44,6 @@ def test_file(bench: Benchmark, data_dir: Path) -> Path:
         if candidate.is_file():
             return candidate
     return data_dir / bench.name / "test.jsonl"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkDataError(f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(row, dict):
-                raise BenchmarkDataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def to_items(bench: Benchmark, rows: list[dict], where: str) -> list[Item]:
@@ -108,5 +92,7 @@ def load_items(bench: Benchmark, data_dir: str | os.PathLike | None = None, *, h
             hint = f" or download it with --hub ({bench.hub.path})" if bench.hub else ""
             raise BenchmarkDataError(f"benchmark {bench.name!r}: test file not found at {path}; pass --data-dir "
                                      f"DIR with DIR/{bench.name}/test.jsonl{hint}")
-        items = to_items(bench, read_jsonl(path), str(path))
+        rows = read_jsonl(path, error=BenchmarkDataError,
+                          hint="a test set is one JSON object per line (octomega/eval/testsets/README.md)")
+        items = to_items(bench, rows, str(path))
     return items[:limit] if limit is not None else items

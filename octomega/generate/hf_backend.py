@@ -19,10 +19,9 @@ from octomega.generate.interface import (
     Completion,
     Generator,
     SamplingParams,
-    truncate_at_stop,
 )
 from octomega.generate.registry import register_backend
-from octomega.generate.sampling import make_generators, sample_next
+from octomega.generate.sampling import expand_samples, make_generators, row_completion, sample_next, sample_rows
 
 
 def check_hf_model_dir(path: str | os.PathLike) -> Path:
@@ -127,9 +126,7 @@ class HFGenerator(Generator):
         encoded = self.encode(prompts)
         if any(not ids for ids in encoded):
             raise ValueError("a prompt encodes to no tokens (empty prompt and no BOS): give it at least one token")
-        n_draw = 1 if params.greedy else params.n  # greedy samples are identical: compute once, copy
-        rows = [(i, j) for i in range(len(prompts)) for j in range(n_draw)]
-        rows.sort(key=lambda r: -len(encoded[r[0]]))  # similar lengths share a batch: less padding
+        rows = sample_rows(encoded, params)
         results: dict[tuple[int, int], Completion] = {}
         was_training = self.model.training
         self.model.eval()  # no dropout while generating; a live model gets its mode back below
@@ -137,19 +134,11 @@ class HFGenerator(Generator):
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 decoded = self._decode([encoded[i] for i, _ in chunk], chunk, params)
-                for (i, j), (ids, lps, reason) in zip(chunk, decoded):
-                    text, ids, lps, cut = truncate_at_stop(self.decode, ids, lps, params.stop)
-                    results[(i, j)] = Completion(prompt_index=i, sample_index=j, text=text, token_ids=ids,
-                                                 logprobs=lps, finish_reason="stop" if cut else reason)
+                for row, (ids, lps, reason) in zip(chunk, decoded):
+                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop)
         finally:
             self.model.train(was_training)
-        out = []
-        for i in range(len(prompts)):
-            samples = [results[(i, j if j < n_draw else 0)] for j in range(params.n)]
-            out.append([Completion(prompt_index=i, sample_index=j, text=c.text, token_ids=list(c.token_ids),
-                                   logprobs=list(c.logprobs), finish_reason=c.finish_reason)
-                        for j, c in enumerate(samples)])
-        return out
+        return expand_samples(results, len(prompts), params)
 
     def _forward(self, input_ids, attention_mask, position_ids, cache, keep_last: bool) -> torch.Tensor:
         kw = {self._cache_kw: cache, "use_cache": True}

@@ -50,9 +50,9 @@ from typing import Any, Sequence
 import torch
 
 from octomega.generate.hf_backend import pad_token_id_for, stop_token_ids_for
-from octomega.generate.interface import Completion, Generator, SamplingParams, truncate_at_stop
+from octomega.generate.interface import Completion, Generator, SamplingParams
 from octomega.generate.registry import register_backend
-from octomega.generate.sampling import make_generators
+from octomega.generate.sampling import expand_samples, make_generators, row_completion, sample_rows
 
 
 def unwrap(model: Any):
@@ -219,25 +219,15 @@ class MegatronGenerator(Generator):
         if not params.greedy and params.seed is None:  # TP ranks must draw the same samples: share one seed
             params = copy.copy(params)
             params.seed = self._shared_random_seed()
-        n_draw = 1 if params.greedy else params.n  # greedy samples are identical: compute once, copy
-        rows = [(i, j) for i in range(len(prompts)) for j in range(n_draw)]
-        rows.sort(key=lambda r: -len(encoded[r[0]]))  # similar lengths share a batch: fewer single-token prefills
+        rows = sample_rows(encoded, params)
         results: dict[tuple[int, int], Completion] = {}
         with self._generation_mode() as controller:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
                 outs = self._decode(controller, [encoded[i] for i, _ in chunk], chunk, params)
-                for (i, j), (ids, lps, reason) in zip(chunk, outs):
-                    text, ids, lps, cut = truncate_at_stop(self.decode, ids, lps, params.stop)
-                    results[(i, j)] = Completion(prompt_index=i, sample_index=j, text=text, token_ids=ids,
-                                                 logprobs=lps, finish_reason="stop" if cut else reason)
-        out = []
-        for i in range(len(prompts)):
-            samples = [results[(i, j if j < n_draw else 0)] for j in range(params.n)]
-            out.append([Completion(prompt_index=i, sample_index=j, text=c.text, token_ids=list(c.token_ids),
-                                   logprobs=list(c.logprobs), finish_reason=c.finish_reason)
-                        for j, c in enumerate(samples)])
-        return out
+                for row, (ids, lps, reason) in zip(chunk, outs):
+                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop)
+        return expand_samples(results, len(prompts), params)
 
     def _filler_id(self) -> int:
         """The id Megatron pads its token buffer with (positions overwritten before they are read): a real

@@ -1,14 +1,54 @@
-"""Token sampling shared by the torch backends: greedy / temperature / top-p with one RNG stream per sample.
+"""Token sampling shared by the torch backends (hf, megatron): greedy / temperature / top-p with one RNG stream per
+sample, and the rows they decode.
 
 Each (prompt i, sample j) row draws from its own ``torch.Generator`` seeded from (seed, i, j), so a sample does
-not change when the batch size, the batch composition or the order of prompts changes.
+not change when the batch size, the batch composition or the order of prompts changes. A backend decodes the rows
+of ``sample_rows`` in batches, turns each into a Completion with ``row_completion`` and returns
+``expand_samples``'s lists.
 """
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from octomega.generate.interface import SamplingParams
+from octomega.generate.interface import Completion, SamplingParams, truncate_at_stop
+
+
+def _draws(params: SamplingParams) -> int:
+    return 1 if params.greedy else params.n  # greedy samples are identical: decoded once, copied
+
+
+def sample_rows(encoded: Sequence[Sequence[int]], params: SamplingParams) -> list[tuple[int, int]]:
+    """The (prompt index, sample index) rows to decode, for prompts of token ids ``encoded``: every sample, or one
+    per prompt when greedy. Longest prompts first: rows of similar lengths share a batch (less padding, fewer
+    single-token prefill steps)."""
+    rows = [(i, j) for i in range(len(encoded)) for j in range(_draws(params))]
+    rows.sort(key=lambda r: -len(encoded[r[0]]))  # stable: sample order within a prompt
+    return rows
+
+
+def row_completion(decode: Callable[[list[int]], str], row: tuple[int, int], token_ids: list[int],
+                   logprobs: list[float], finish_reason: str, stop: Sequence[str]) -> Completion:
+    """The Completion of one decoded row, cut before its first stop string (then its finish reason is "stop")."""
+    text, ids, lps, cut = truncate_at_stop(decode, token_ids, logprobs, stop)
+    return Completion(prompt_index=row[0], sample_index=row[1], text=text, token_ids=ids, logprobs=lps,
+                      finish_reason="stop" if cut else finish_reason)
+
+
+def expand_samples(results: dict[tuple[int, int], Completion], n_prompts: int,
+                   params: SamplingParams) -> list[list[Completion]]:
+    """Per prompt, its ``params.n`` completions from the decoded rows' ``results``: a greedy prompt's one row is
+    copied n times, each copy a Completion of its own (own lists, own sample index)."""
+    draws = _draws(params)
+    out = []
+    for i in range(n_prompts):
+        samples = [results[(i, j if j < draws else 0)] for j in range(params.n)]
+        out.append([Completion(prompt_index=i, sample_index=j, text=c.text, token_ids=list(c.token_ids),
+                               logprobs=list(c.logprobs), finish_reason=c.finish_reason)
+                    for j, c in enumerate(samples)])
+    return out
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:

@@ -51,11 +51,13 @@ def build_tokenizer(vocab_size: int = 384):
 
 
 def build_tiny_llama(out_dir: str | Path, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                     seed: int = 0, vocab_size: int = 384, init_std: float = 0.2) -> Path:
+                     seed: int = 0, vocab_size: int = 384, init_std: float = 0.2, intermediate: int | None = None,
+                     max_positions: int = 4096, rope_theta: float = 500000.0, tied: bool = True) -> Path:
     """Save a random LlamaForCausalLM + tokenizer to ``out_dir`` (an HF directory AutoModel/AutoTokenizer load).
 
     init_std is larger than Llama's 0.02 so that logits are well separated: greedy decoding then does not hinge
-    on rounding noise, and batched vs unbatched comparisons are meaningful.
+    on rounding noise, and batched vs unbatched comparisons are meaningful. intermediate: the MLP width (default
+    2 x hidden); tied: input and output embeddings shared.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -66,9 +68,10 @@ def build_tiny_llama(out_dir: str | Path, *, hidden: int = 64, layers: int = 2, 
     vocab = tokenizer.get_vocab()
     stop = [vocab["<|end_of_text|>"], vocab["<|eot_id|>"]]
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
-        rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, initializer_range=init_std,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, rms_norm_eps=1e-5, rope_theta=rope_theta, tie_word_embeddings=tied,
+        initializer_range=init_std,
         bos_token_id=vocab["<|begin_of_text|>"], eos_token_id=stop, pad_token_id=vocab["<|pad|>"],
     )
     torch.manual_seed(seed)

@@ -13,14 +13,17 @@ import math
 import sys
 from pathlib import Path
 
+from octomega.jsonl import read_jsonl
+
 BRANCHES = ("web", "short", "long", "hybrid")
 LABEL = {"web": "stable-only (web decay)", "short": "decay short", "long": "decay long", "hybrid": "decay hybrid"}
+# One colour per branch in every plot of the report (the stable stage is black). Each artist drawn for a branch
+# carries the branch as its gid (tests/pipeline checks the colours through it).
+COLOR = {"web": "tab:gray", "short": "tab:blue", "long": "tab:red", "hybrid": "tab:green"}
 
 
 def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.exists() else []
 
 
 def _first(row: dict, *keys):
@@ -69,21 +72,21 @@ def plot_losses(root: Path, out: Path) -> str | None:
         m = markers.get(valid_set, "s")
         ax.scatter(x, y, s=14, color=color, marker=m, facecolors="none" if m in ("o", "^") else None, **kw)
 
-    def scatter_valid(rows, color, shift):
+    def scatter_valid(rows, color, shift, **kw):
         for r in (r for r in rows if r["kind"] == "valid"):
             for k, v in r.items():
                 if k.startswith("valid_loss/"):
-                    scatter([shift + r["tokens"]], [v], color, k.removeprefix("valid_loss/"))
+                    scatter([shift + r["tokens"]], [v], color, k.removeprefix("valid_loss/"), **kw)
 
     scatter_valid(stable, "black", 0)
-    for b, color in zip(BRANCHES, ("tab:gray", "tab:blue", "tab:red", "tab:green")):
+    for b in BRANCHES:
         rows = [r for r in _jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl") if r["kind"] == "train"]
         if not rows:
             continue
         xs = [offset + r["tokens"] for r in rows]
-        ax.plot(xs, [r["loss"] for r in rows], color=color, label=f"{LABEL[b]} (train)")
-        ax_lr.plot(xs, [r["lr"] for r in rows], color=color)
-        scatter_valid(_jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl"), color, offset)
+        ax.plot(xs, [r["loss"] for r in rows], color=COLOR[b], label=f"{LABEL[b]} (train)", gid=b)
+        ax_lr.plot(xs, [r["lr"] for r in rows], color=COLOR[b], gid=b)
+        scatter_valid(_jsonl(root / f"tiny_decay_{b}" / "metrics.jsonl"), COLOR[b], offset, gid=b)
     for name in markers:  # legend entries for the validation sets' markers
         scatter([], [], "black", name, label=f"validation: {name}")
     ax.set_ylabel("loss")
@@ -113,10 +116,11 @@ def plot_rl(root: Path, out: Path) -> str | None:
         if not rows:
             continue
         steps = [r["step"] for r in rows]
-        axes[0].plot(steps, [_first(r, "reward_mean", "reward") for r in rows], label=LABEL[b])
-        axes[1].plot(steps, [_first(r, "accuracy", "acc") for r in rows], label=LABEL[b])
+        style = {"color": COLOR[b], "label": LABEL[b], "gid": b}
+        axes[0].plot(steps, [_first(r, "reward_mean", "reward") for r in rows], **style)
+        axes[1].plot(steps, [_first(r, "accuracy", "acc") for r in rows], **style)
         axes[2].plot(steps, [_first(r, "response_length_mean", "response_len_mean", "length_mean") for r in rows],
-                     label=LABEL[b])
+                     **style)
     for ax, title in zip(axes, ("reward (+1 correct / -1 otherwise)", "training accuracy", "response length (tokens)")):
         ax.set_title(title)
         ax.set_xlabel("RL step")
@@ -133,18 +137,21 @@ def plot_before_after(rows: list[dict], out: Path) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     rows = [r for r in rows if r["before"] and r["after"]]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [100 * r["before"]["accuracy"] for r in rows], width=0.4, label="before RL")
-    ax.bar([x + 0.2 for x in xs], [100 * r["after"]["accuracy"] for r in rows], width=0.4, label="after RL")
-    ax.set_xticks(list(xs), [LABEL[r["branch"]] for r in rows], fontsize=8)
+    before = {"alpha": 0.4, "hatch": "//"}  # the branch's colour, light and hatched before RL, solid after
+    for x, r in enumerate(rows):
+        b = r["branch"]
+        ax.bar(x - 0.2, 100 * r["before"]["accuracy"], width=0.4, color=COLOR[b], gid=b, **before)
+        ax.bar(x + 0.2, 100 * r["after"]["accuracy"], width=0.4, color=COLOR[b], gid=b)
+    ax.set_xticks(range(len(rows)), [LABEL[r["branch"]] for r in rows], fontsize=8)
     ax.set_ylabel("greedy zero-shot accuracy (%)")
     ax.set_title("tiny_arith (300 problems): same zero-shot prompt before and after GRPO")
-    ax.legend()
+    ax.legend(handles=[Patch(facecolor="gray", label="before RL", **before), Patch(facecolor="gray", label="after RL")])
     fig.tight_layout()
     path = out / "accuracy_before_after.png"
     fig.savefig(path, dpi=110)

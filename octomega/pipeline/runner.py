@@ -2,13 +2,16 @@
 
 Each stage writes OUT/logs/<stage>.log; a stage counts as finished only when its command exited 0 and the runner
 wrote OUT/stages/<stage>.done (with its duration). `--from STAGE` deletes the done markers of that stage and of
-every stage that depends on it, so they run again.
+every stage that depends on it, so they run again. While stages run, the console shows each one's progress from
+its log (the "step k/N | ... | ETA" lines of octomega train and octomega rl) every `progress_every` seconds, when
+it moved.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +34,35 @@ class StageFailed(RuntimeError):
     pass
 
 
+_STEP = re.compile(r"step (\d+)/(\d+)")
+_SHOWN = ("loss", "reward", "acc")  # besides step and ETA, the fields a progress line keeps
+
+
+def stage_progress(log: Path, tail_bytes: int = 16384) -> str | None:
+    """The last progress line of a stage's log, compacted ("step 120/350 (34%) | loss 2.1234 | ETA 1:05"), or None.
+
+    Progress lines are the console lines of octomega train and octomega rl: "step k/N | name value | ... | ETA t".
+    Only the end of the log is read, and only its complete lines."""
+    try:
+        with open(log, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - tail_bytes)
+            f.seek(start)
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    first = tail.find("\n") + 1 if start else 0  # a line cut by the tail is not read
+    for line in reversed(tail[first:tail.rfind("\n") + 1].splitlines()):
+        parts = [p.strip() for p in line.split(" | ")]
+        m = _STEP.fullmatch(parts[0])
+        if m is None or not parts[-1].startswith("ETA "):
+            continue
+        k, n = int(m[1]), int(m[2])
+        pct = f" ({100 * k // n}%)" if n > 0 else ""
+        return " | ".join([f"step {k}/{n}{pct}", *(p for p in parts[1:-1] if p.split(" ", 1)[0] in _SHOWN),
+                           parts[-1]])
+    return None
+
+
 def downstream(stages: list[Stage], start: str) -> set[str]:
     names = {s.name for s in stages}
     if start not in names:
@@ -46,8 +78,12 @@ def downstream(stages: list[Stage], start: str) -> set[str]:
 
 
 class Runner:
-    def __init__(self, stages: list[Stage], out: Path, *, jobs: int = 2):
+    def __init__(self, stages: list[Stage], out: Path, *, jobs: int = 2, progress_every: float = 20.0):
         self.stages, self.out, self.jobs = stages, out, max(1, jobs)
+        self.progress_every = progress_every  # seconds between looks at the running stages' logs
+
+    def log_path(self, name: str) -> Path:
+        return self.out / "logs" / f"{name}.log"
 
     def done_marker(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.done"
@@ -64,7 +100,7 @@ class Runner:
     def _start(self, s: Stage) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=str(s.threads), OCTOMEGA_THREADS=str(s.threads),
                    MKL_NUM_THREADS=str(s.threads), **s.env)
-        log = open(self.out / "logs" / f"{s.name}.log", "w")
+        log = open(self.log_path(s.name), "w")
         log.write("$ " + " ".join(s.cmd) + "\n")
         log.flush()
         return subprocess.Popen(s.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -92,7 +128,17 @@ class Runner:
                     proc.kill()
         return durations
 
+    def _show_progress(self, running: dict, shown: dict[str, str]) -> None:
+        """A line per running stage whose progress moved since it was last shown."""
+        for name in running:
+            progress = stage_progress(self.log_path(name))
+            if progress and progress != shown.get(name):
+                shown[name] = progress
+                print(f"[pipeline] {name}: {progress}", flush=True)
+
     def _loop(self, pending: list[Stage], running: dict, durations: dict, t_start: float) -> None:
+        shown: dict[str, str] = {}
+        next_look = time.monotonic() + self.progress_every
         while pending or running:
             for s in sorted(pending, key=lambda s: -s.priority):  # stable sort: list order within a priority
                 if len(running) >= self.jobs:
@@ -108,15 +154,18 @@ class Runner:
                 del running[name]
                 dt = time.perf_counter() - t0
                 if rc != 0:
-                    tail = (self.out / "logs" / f"{name}.log").read_text().splitlines()[-25:]
+                    tail = self.log_path(name).read_text().splitlines()[-25:]
                     raise StageFailed(f"stage {name} failed (exit {rc}) after {dt:.0f} s; last lines of "
-                                      f"{self.out / 'logs' / (name + '.log')}:\n" + "\n".join(tail))
+                                      f"{self.log_path(name)}:\n" + "\n".join(tail))
                 self.done_marker(name).write_text(json.dumps({"seconds": dt, "finished": time.time()}))
                 durations[name] = dt
                 print(f"[pipeline] done  {name} in {dt:.0f} s (total {time.perf_counter() - t_start:.0f} s)",
                       flush=True)
             if pending and not running and not any(all(self.is_done(d) for d in s.deps) for s in pending):
                 raise StageFailed("stages cannot start (missing dependencies): " + ", ".join(s.name for s in pending))
+            if time.monotonic() >= next_look:
+                self._show_progress(running, shown)
+                next_look = time.monotonic() + self.progress_every
             time.sleep(0.2)
 
 

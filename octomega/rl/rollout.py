@@ -11,7 +11,6 @@ share: a megatron backend generates collectively), then every rank gathers all o
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from octomega.config import ConfigError
 from octomega.generate import SamplingParams
 from octomega.generate.sampling import row_seed
+from octomega.jsonl import iter_jsonl
 from octomega.rl.batch import TensorBatch, build_batch
 from octomega.rl.rewards import get_reward, score_responses
 from octomega.rl.templates import get_template
@@ -36,6 +36,9 @@ class Prompt:
     ids: tuple[int, ...]  # its token ids (BOS included)
 
 
+PROMPT_SET_HINT = "python -m data_prep.rl_prompts writes prompt sets: one JSON object per line"
+
+
 def read_prompt_rows(path: str | Path) -> list[dict]:
     """Rows of a prompt set: jsonl with `question` (or `problem`) and `answer`; `id` optional."""
     p = Path(path)
@@ -43,17 +46,11 @@ def read_prompt_rows(path: str | Path) -> list[dict]:
         raise ConfigError(f"data.prompts: {p} does not exist (python -m data_prep.rl_prompts builds prompt sets; "
                           "the tiny pipeline's is runs/tiny/data/synth/rl/prompts.jsonl)")
     rows = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            question = r.get("question", r.get("problem"))
-            if question is None or "answer" not in r:
-                raise KeyError("question/answer")
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+    for lineno, r in iter_jsonl(p, error=ConfigError, hint=PROMPT_SET_HINT):
+        question = r.get("question", r.get("problem"))
+        if question is None or "answer" not in r:
             raise ConfigError(f"{p}, line {lineno}: expected a JSON object with question (or problem) and answer "
-                              f"({type(e).__name__}: {e})") from None
+                              f"(it has {sorted(r)}); {PROMPT_SET_HINT}")
         rows.append({"id": str(r.get("id", lineno - 1)), "question": question, "answer": str(r["answer"]),
                      "prompt": r.get("prompt")})
     if not rows:

@@ -1,5 +1,5 @@
-"""Fixtures for evaluation tests: the benchmark test sets that ship with octomega, a synthetic tiny_arith set and a
-tiny random Llama with its tokenizer (built here, never downloaded)."""
+"""Fixtures for evaluation tests: the benchmark test sets that ship with octomega and a synthetic tiny_arith set (the
+tiny random Llama, tiny_model_dir, is tests/conftest.py's)."""
 from __future__ import annotations
 
 import json
@@ -51,27 +51,6 @@ def tiny_arith_dir(tmp_path):
     return d
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    import torch
-
-    from octomega.generate.tiny import build_tiny_llama
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
-    finally:
-        torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
-    threads make it 10-20x slower; restored after each test."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""

@@ -1,11 +1,9 @@
-"""Fixtures for generation tests: a tiny random Llama (hidden 64, 2 layers) + a Llama-3-style BPE tokenizer,
-built here (octomega.generate.tiny), never downloaded."""
+"""Fixtures for generation tests: prompts and an hf generator on the tiny random Llama (tests/conftest.py's
+tiny_model_dir: hidden 64, 2 layers, a Llama-3-style BPE tokenizer; octomega.generate.tiny, never downloaded)."""
 from __future__ import annotations
 
 import pytest
 import torch
-
-from octomega.generate.tiny import build_tiny_llama
 
 PROMPTS = [
     "Question: Tom has 12 apples and buys 7 more. How many apples does he have?\nAnswer:",
@@ -14,16 +12,6 @@ PROMPTS = [
     "the",
     "A conversation between User and Assistant. User: 2+3?\nAssistant:",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
-    finally:
-        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +28,5 @@ def prompts():
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
-    threads make it 10-20x slower; restored after each test."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs with one torch thread (tests/conftest.py)."""

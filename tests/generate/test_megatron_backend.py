@@ -8,31 +8,9 @@ import pytest
 import torch
 
 from octomega.generate import SamplingParams, get_generator
+from octomega.generate.tiny import build_tiny_llama
 
 MAX_NEW = 20
-
-
-def write_untied_llama(out_dir, *, seed: int = 1):
-    """An untied GQA Llama (8 query / 2 key-value heads) whose 300-id vocabulary Megatron pads to 384 rows."""
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    from octomega.generate.tiny import build_tokenizer
-
-    tok = build_tokenizer(300)
-    vocab = tok.get_vocab()
-    stop = [vocab["<|end_of_text|>"], vocab["<|eot_id|>"]]
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=False, initializer_range=0.2, bos_token_id=vocab["<|begin_of_text|>"], eos_token_id=stop,
-        pad_token_id=vocab["<|pad|>"])
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=stop,
-                                               pad_token_id=config.pad_token_id)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,7 +25,9 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def untied_dir(tmp_path_factory):
-    return write_untied_llama(tmp_path_factory.mktemp("untied_llama"))
+    """An untied GQA Llama (8 query / 2 key-value heads) whose 300-id vocabulary Megatron pads to 384 rows."""
+    return build_tiny_llama(tmp_path_factory.mktemp("untied_llama"), heads=8, kv_heads=2, seed=1, vocab_size=300,
+                            intermediate=96, max_positions=512, rope_theta=10000.0, tied=False)
 
 
 @pytest.fixture(scope="session")

@@ -249,3 +249,95 @@ def test_paper_chain_submits_without_the_shells_eval_overrides(tmp_path):
     # job ids come from sbatch's --parsable output: decay_long (job 3) waits on stable (job 1)
     assert "--dependency=afterok:1 " in lines[2] and "decay.sh long" in lines[2]
     assert "submitted: stable=1, eval_base=2, decay_long=3" in p.stdout
+
+
+def _progress_line(k: int, n: int, loss: float, eta: str) -> str:
+    """A console line of octomega train (octomega/train/callbacks.py)."""
+    return (f"step {k}/{n} | tokens {4096 * k:.3g} | loss {loss:.4f} | lr 1.000e-03 | grad_norm 0.500 | tok/s 1,000 "
+            f"| TFLOP/s/gpu 0.00 | ETA {eta}")
+
+
+def test_stage_progress_reads_the_last_progress_line_of_a_log(tmp_path):
+    from octomega.pipeline.runner import stage_progress
+
+    log = tmp_path / "stage.log"
+    assert stage_progress(log) is None  # not started yet
+    log.write_text("$ python -m octomega train tiny_stable\nbuilding the model\n")
+    assert stage_progress(log) is None  # nothing to show yet
+    log.write_text("$ cmd\n" + _progress_line(10, 800, 3.25, "4:10") + "\n[valid] step 10/800 valid_loss/web 3.1\n"
+                   + _progress_line(20, 800, 3.125, "4:02") + "\nsaved checkpoint runs/x/iter_20\nstep 30/8")
+    assert stage_progress(log) == "step 20/800 (2%) | loss 3.1250 | ETA 4:02"  # the torn last line is not read
+    rl = "step 3/40 | reward -0.250 | acc 0.375 | box 0.500 | len 42 | gnorm 0.812 | gen 3.1s | ETA 1:07\n"
+    log.write_text("x" * 50_000 + "\n" + rl)  # only the end of a long log is read
+    assert stage_progress(log) == "step 3/40 (7%) | reward -0.250 | acc 0.375 | ETA 1:07"
+
+
+def test_runner_shows_the_progress_of_running_stages(tmp_path, capsys):
+    """A stage that prints training console lines: while it runs the console shows its step, loss and ETA, one line
+    each time they moved (not at every look); a stage without such lines stays quiet until it is done."""
+    code = ("import time\n"
+            "for k in range(1, 5):\n"
+            "    print(f'step {k}/4 | tokens 1e+04 | loss {3 - k / 10:.4f} | lr 1.000e-03 | ETA 0:0{4 - k}', flush=True)\n"
+            "    time.sleep(1.0)\n")
+    stages = [Stage("train", _py(code), what="fake training"), Stage("quiet", _py("import time; time.sleep(2)"))]
+    Runner(stages, tmp_path / "run", jobs=2, progress_every=0.2).run()
+    out = capsys.readouterr().out.splitlines()
+    shown = [line.removeprefix("[pipeline] train: ") for line in out if line.startswith("[pipeline] train: ")]
+    expected = [f"step {k}/4 ({25 * k}%) | loss {3 - k / 10:.4f} | ETA 0:0{4 - k}" for k in range(1, 5)]
+    assert shown and all(s in expected for s in shown), out
+    assert shown == sorted(set(shown), key=expected.index), shown  # in order, each once
+    assert len(shown) >= 2, shown  # it moved while it ran: shown again
+    assert not any(line.startswith("[pipeline] quiet:") for line in out)
+    start, done = out.index("[pipeline] start train: fake training"), \
+        next(i for i, line in enumerate(out) if line.startswith("[pipeline] done  train"))
+    assert start < out.index("[pipeline] train: " + shown[0]) < done
+
+
+def _artist_colour(artist) -> str:
+    from matplotlib.collections import Collection
+    from matplotlib.colors import to_hex
+    from matplotlib.lines import Line2D
+
+    if isinstance(artist, Line2D):
+        colour = artist.get_color()
+    elif isinstance(artist, Collection):  # validation markers: hollow ones have only an edge
+        colour = artist.get_edgecolor()[0]
+    else:  # a bar
+        colour = artist.get_facecolor()
+    return to_hex(colour, keep_alpha=False)
+
+
+def test_each_branch_has_one_colour_in_every_plot_of_the_report(tmp_path, monkeypatch):
+    """Every artist the report draws for a branch (loss and LR lines, validation markers, RL curves, accuracy bars)
+    has that branch's colour, the same in every figure, and no two branches share a colour."""
+    from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
+
+    from octomega.pipeline.report import COLOR
+
+    for i, b in enumerate(BRANCHES):
+        _fake_eval(tmp_path, f"decay_{b}-zeroshot", 0.1 * i)
+        _fake_eval(tmp_path, f"rl_{b}-zeroshot", 0.1 * i + 0.05)
+        (tmp_path / f"tiny_rl_grpo_{b}").mkdir()
+        (tmp_path / f"tiny_rl_grpo_{b}" / "metrics.jsonl").write_text("\n".join(json.dumps(
+            {"kind": "train", "step": k, "reward_mean": -1 + k / 10, "accuracy": k / 20, "response_len_mean": 40})
+            for k in range(1, 4)))
+    for run in ("tiny_stable", *(f"tiny_decay_{b}" for b in BRANCHES)):
+        (tmp_path / run).mkdir()
+        rows = [{"kind": "train", "step": k, "tokens": 4096 * k, "loss": 3 - k / 5, "lr": 1e-3} for k in range(1, 4)]
+        rows.append({"kind": "valid", "step": 3, "tokens": 4096 * 3, "valid_loss/web": 2.0, "valid_loss/qa_short": 3.0,
+                     "valid_loss/qa_long": 4.0})
+        (tmp_path / run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (figures.append(fig), save(fig, *a, **kw))[1])
+    build_report(tmp_path)
+    assert len(figures) == 3  # losses, RL curves, accuracy before and after
+    colours: dict[str, set[str]] = {b: set() for b in BRANCHES}
+    for fig in figures:
+        drawn = {b: {_artist_colour(a) for a in fig.findobj(lambda a, b=b: a.get_gid() == b)} for b in BRANCHES}
+        assert all(drawn.values()), f"{fig.axes[0].get_title()}: a branch is missing: {drawn}"
+        for b, found in drawn.items():
+            colours[b] |= found
+    assert colours == {b: {to_hex(COLOR[b])} for b in BRANCHES}, colours
+    assert len({COLOR[b] for b in BRANCHES}) == len(BRANCHES)

@@ -57,6 +57,19 @@ def test_stage_script_prints_usage(stage):
     assert "\nset -euo pipefail\n" in src
 
 
+def test_stage_scripts_share_one_bootstrap():
+    """Each stage script starts with the same lines that find slurm/common.sh (sbatch runs a copy of the script from
+    its spool directory): they cannot live in the file they find, so they are repeated, and must stay the same."""
+    blocks = {}
+    for stage in STAGES:
+        src = (SLURM / f"{stage}.sh").read_text()
+        start = src.index("\nset -euo pipefail\n")
+        end = src.index('\nset -- "${OM_ARGS[@]+"${OM_ARGS[@]}"}"\n', start)
+        blocks[stage] = "\n".join(line for line in src[start:end].splitlines() if line.strip())
+    assert len(set(blocks.values())) == 1, {k: v.splitlines() for k, v in blocks.items()}
+    assert 'source "$OM_SLURM_DIR/common.sh"\nom_parse "$@"' in blocks["stable"]
+
+
 @pytest.mark.parametrize("stage", ["stable", "decay", "rl"])
 def test_training_defaults_fit_8_gpu_nodes(stage):
     src = (SLURM / f"{stage}.sh").read_text()
