@@ -16,9 +16,10 @@ import importlib
 import os
 import json
 import sys
-from pathlib import Path
 
 from octomega.config import ConfigError, apply_overrides, to_json, validate
+from octomega.launch import (add_run_arguments, input_error, launched_world_size, load_config, run_stage,
+                             save_dry_run)
 
 # Subcommands implemented by their own modules' `main(argv) -> int`.
 DELEGATES = {
@@ -36,36 +37,23 @@ def _train_parser() -> argparse.ArgumentParser:
                     "srun for several processes; a plain `octomega train` is a world of one.",
         epilog="Overrides: any config field as key.sub=value, e.g. optim.lr=3e-5 train.train_tokens=2e9 "
                "parallel.tp=2 model.recompute=selective. Token counts accept 2e9. `octomega recipes` lists recipes.")
-    p.add_argument("recipe", help="recipe name (see `octomega recipes`), or a saved config JSON such as a run's "
-                                  "config.json")
-    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print and save the resolved config, the token budget, the LR at key steps and the "
-                        "theoretical memory per GPU; train nothing")
-    p.add_argument("--world-size", type=int, default=None,
-                   help="processes to plan for in --dry-run (default: tp x pp x (parallel.dp or 1))")
-    return p
+    return add_run_arguments(
+        p, recipe_help="recipe name (see `octomega recipes`), or a saved config JSON such as a run's config.json",
+        dry_run_help="print and save the resolved config, the token budget, the LR at key steps and the theoretical "
+                     "memory per GPU; train nothing")
 
 
 def resolve_config(recipe_name: str, overrides: list[str]):
     """A recipe by name, or a saved config JSON (a run's config.json), with overrides applied."""
-    from octomega.config import RunConfig, from_dict
+    from octomega.config import RunConfig
 
-    if recipe_name.endswith(".json"):
-        path = Path(recipe_name)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        cfg = from_dict(RunConfig, json.loads(path.read_text()))
-    else:
-        import recipes
+    cfg = load_config(recipe_name, RunConfig)
+    if not isinstance(cfg, RunConfig):
+        from octomega.rl.config import RLConfig
 
-        cfg = recipes.get(recipe_name)
-        if not isinstance(cfg, RunConfig):
-            from octomega.rl.config import RLConfig
-
-            command = "rl" if isinstance(cfg, RLConfig) else "eval"
-            raise ConfigError(f"{recipe_name!r} is not a training recipe (it is a {type(cfg).__name__}): run "
-                              f"`octomega {command} {recipe_name}`; `octomega recipes` lists them")
+        command = "rl" if isinstance(cfg, RLConfig) else "eval"
+        raise ConfigError(f"{recipe_name!r} is not a training recipe (it is a {type(cfg).__name__}): run "
+                          f"`octomega {command} {recipe_name}`; `octomega recipes` lists them")
     return apply_overrides(cfg, overrides)
 
 
@@ -107,40 +95,29 @@ def dry_run_report(cfg, world_size: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def cmd_train(argv: list[str]) -> int:
+def cmd_train(argv: list[str], *, as_command: bool = False) -> int:
+    """`as_command`: this process is the `octomega` command itself (not a call from Python), so it may restart
+    itself to pin its CPU numerics (octomega.numerics.ensure)."""
     args = _train_parser().parse_args(argv)
     try:
         cfg = resolve_config(args.recipe, args.overrides)
         if args.dry_run:
-            print(dry_run_report(cfg, args.world_size))
-            out = Path(cfg.resolved_run_dir) / "config.dry_run.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(to_json(cfg))
-            print(f"\nsaved {out}")
-            return 0
-        world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")
-        validate(copy.deepcopy(cfg), int(world) if world else None)  # fail fast, before any process group
+            return save_dry_run(cfg, dry_run_report(cfg, args.world_size))
+        validate(copy.deepcopy(cfg), launched_world_size())  # fail fast, before any process group
     except (ConfigError, KeyError) as e:
-        print(f"octomega train: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return input_error("octomega train", e)
     from octomega import numerics
 
-    numerics.ensure(cfg.train.cpu_numerics, command=None if _IN_PROCESS else ["train", *argv], prog="octomega train")
+    numerics.ensure(cfg.train.cpu_numerics, command=["train", *argv] if as_command else None, prog="octomega train")
     if args.recipe.startswith("tiny_") and not cfg.data.mock:
         from recipes.tiny import ensure_data
 
         ensure_data(cfg)  # the tiny recipes build their synthetic corpora on first use
     from octomega.train.loop import run_training
 
-    try:
-        result = run_training(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"octomega train: error: {e}", file=sys.stderr)
+    result = run_stage("octomega train", run_training, cfg, (ConfigError, FileNotFoundError, ValueError))
+    if result is None:
         return 2
-    finally:
-        from octomega.runtime import shutdown
-
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(result), flush=True)
     return 0
@@ -169,15 +146,11 @@ def _quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-# True when main() was called with arguments (from Python, e.g. a test), not as the command: such a process must
-# not re-execute itself (octomega.numerics.ensure).
-_IN_PROCESS = False
-
-
 def main(argv: list[str] | None = None) -> int:
-    global _IN_PROCESS
     _quiet_library_warnings()
-    _IN_PROCESS = argv is not None
+    # Without arguments this process is the `octomega` command itself, which may restart itself to pin its CPU
+    # numerics (octomega.numerics.ensure); called with arguments (from Python, e.g. a test) it must not.
+    as_command = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": "train a recipe", "recipes": "list the recipes",
                 **{k: v[1] for k, v in DELEGATES.items()}}
@@ -187,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "train":
-        return cmd_train(rest)
+        return cmd_train(rest, as_command=as_command)
     if cmd == "recipes":
         return cmd_recipes(rest)
     if cmd in DELEGATES:
@@ -196,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         except ModuleNotFoundError as e:
             print(f"octomega {cmd}: not available in this build ({e})", file=sys.stderr)
             return 2
+        if cmd == "rl":  # like train, it may restart itself
+            return int(module.main(rest, as_command=as_command) or 0)
         return int(module.main(rest) or 0)
     print(f"octomega: unknown command {cmd!r}; commands: {', '.join(commands)}", file=sys.stderr)
     return 2

@@ -154,8 +154,16 @@ class LoggingConfig:
     wandb_mode: Literal["auto", "offline", "online", "disabled"] = "auto"
 
 
+class NamedRun:
+    """What every run config (RunConfig, RLConfig) has: a `name` and a `run_dir` field, and the directory they give."""
+
+    @property
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or f"runs/{self.name}"
+
+
 @dataclass(kw_only=True)
-class RunConfig:
+class RunConfig(NamedRun):
     name: str = "run"
     run_dir: str | None = None  # None = runs/<name>
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,10 +174,6 @@ class RunConfig:
     init: InitConfig = field(default_factory=InitConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-    @property
-    def resolved_run_dir(self) -> str:
-        return self.run_dir or f"runs/{self.name}"
 
 
 # ----------------------------------------------------------------------------------------------- overrides
@@ -280,16 +284,13 @@ def to_json(cfg: Any) -> str:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
-    """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg."""
-    from octomega.model.llama import load_hf_config
-
-    cfg.model = load_hf_config(cfg.model)
-    m, p, t = cfg.model, cfg.parallel, cfg.train
+def check_layout(p: ParallelConfig, world_size: int | None = None) -> int:
+    """Check tp x pp x dp against the world size (None or 0: tp x pp x (parallel.dp or 1)); fills and returns
+    parallel.dp. Pre-training (validate) and RL (octomega.rl.config.validate_rl) both check their layout here."""
     for name in ("tp", "pp"):
         if getattr(p, name) < 1:
             raise ConfigError(f"parallel.{name}={getattr(p, name)}: must be >= 1")
-    if world_size is None:
+    if not world_size:
         world_size = p.tp * p.pp * (p.dp or 1)
     if world_size % (p.tp * p.pp):
         raise ConfigError(f"world size {world_size} is not divisible by parallel.tp x parallel.pp = {p.tp} x {p.pp}")
@@ -298,6 +299,16 @@ def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
         raise ConfigError(f"parallel.dp={p.dp} but {world_size} processes / (tp {p.tp} x pp {p.pp}) = {dp}; "
                           "leave parallel.dp unset or launch tp*pp*dp processes")
     p.dp = dp
+    return dp
+
+
+def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
+    """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg."""
+    from octomega.model.llama import load_hf_config
+
+    cfg.model = load_hf_config(cfg.model)
+    m, p, t = cfg.model, cfg.parallel, cfg.train
+    dp = check_layout(p, world_size)
     if m.num_attention_heads % p.tp:
         raise ConfigError(f"parallel.tp={p.tp} does not divide model.num_attention_heads={m.num_attention_heads}")
     if m.num_query_groups % p.tp:

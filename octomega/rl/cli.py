@@ -15,9 +15,10 @@ import copy
 import json
 import os
 import sys
-from pathlib import Path
 
-from octomega.config import ConfigError, apply_override, from_dict, to_json
+from octomega.config import ConfigError, apply_override
+from octomega.launch import (add_run_arguments, input_error, launched_world_size, load_config, run_stage,
+                             save_dry_run)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,30 +29,18 @@ def parser() -> argparse.ArgumentParser:
                "rollout.response_stair=0:1024,50:2048 valid.benchmarks=math500,gsm8k. `octomega recipes` lists "
                "recipes (the RL ones contain '_rl_'). Docs: docs/rl.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="an RL recipe name, or a saved RL config JSON (a run's config.json)")
-    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print and save the resolved config and the units arithmetic; run nothing")
-    p.add_argument("--world-size", type=int, default=None,
-                   help="processes to plan for in --dry-run (default: tp x pp x (parallel.dp or 1))")
-    return p
+    return add_run_arguments(
+        p, recipe_help="an RL recipe name, or a saved RL config JSON (a run's config.json)",
+        dry_run_help="print and save the resolved config and the units arithmetic; run nothing")
 
 
 def resolve(recipe: str, overrides: list[str]):
     from octomega.rl.config import RLConfig
 
-    if recipe.endswith(".json"):
-        path = Path(recipe)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        cfg = from_dict(RLConfig, json.loads(path.read_text()))
-    else:
-        import recipes
-
-        cfg = recipes.get(recipe)
-        if not isinstance(cfg, RLConfig):
-            raise ConfigError(f"{recipe!r} is not an RL recipe (it is a {type(cfg).__name__}); RL recipes are "
-                              "named *_rl_*, see `octomega recipes`")
+    cfg = load_config(recipe, RLConfig)
+    if not isinstance(cfg, RLConfig):
+        raise ConfigError(f"{recipe!r} is not an RL recipe (it is a {type(cfg).__name__}); RL recipes are "
+                          "named *_rl_*, see `octomega recipes`")
     for o in overrides:
         if o.startswith("model.") and cfg.model is None:
             raise ConfigError(f"{o}: the model comes from the starting checkpoint; set init.* instead (or a full "
@@ -60,21 +49,19 @@ def resolve(recipe: str, overrides: list[str]):
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, as_command: bool | None = None) -> int:
+    """`as_command`: this process is the `octomega` command itself (not a call from Python), so it may restart
+    itself to pin its CPU numerics (octomega.numerics.ensure); None: when `argv` is None (read from sys.argv)."""
     args = parser().parse_args(argv)
     from octomega.rl.config import dry_run_report, validate_rl
 
+    if as_command is None:
+        as_command = argv is None
     try:
         cfg = resolve(args.recipe, args.overrides)
         if args.dry_run:
-            print(dry_run_report(cfg, args.world_size))
-            out = Path(cfg.resolved_run_dir) / "config.dry_run.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(to_json(cfg))
-            print(f"\nsaved {out}")
-            return 0
-        world = os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")
-        validate_rl(copy.deepcopy(cfg), int(world) if world else None)  # fail fast, before any process group
+            return save_dry_run(cfg, dry_run_report(cfg, args.world_size))
+        validate_rl(copy.deepcopy(cfg), launched_world_size())  # fail fast, before any process group
         if args.recipe.startswith("tiny_") and int(os.environ.get("RANK", "0")) == 0:
             from recipes.rl import ensure_tiny_start
 
@@ -82,23 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             # for) and says how to get the starting checkpoint
             ensure_tiny_start(cfg)
     except (ConfigError, KeyError) as e:
-        print(f"octomega rl: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    from octomega import cli, numerics
+        return input_error("octomega rl", e)
+    from octomega import numerics
 
     own_args = sys.argv[1:] if argv is None else argv
-    numerics.ensure(cfg.train.cpu_numerics, command=None if cli._IN_PROCESS else ["rl", *own_args], prog="octomega rl")
+    numerics.ensure(cfg.train.cpu_numerics, command=["rl", *own_args] if as_command else None, prog="octomega rl")
     from octomega.rl.loop import run_rl
 
-    try:
-        result = run_rl(cfg)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"octomega rl: error: {e}", file=sys.stderr)
+    result = run_stage("octomega rl", run_rl, cfg, (ConfigError, FileNotFoundError))
+    if result is None:
         return 2
-    finally:
-        from octomega.runtime import shutdown
-
-        shutdown()
     print(json.dumps({k: v for k, v in result.items() if k != "valid"}), flush=True)
     return 0
 

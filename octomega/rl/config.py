@@ -16,7 +16,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
-from octomega.config import ConfigError, LoggingConfig, ModelConfig, ParallelConfig, to_json
+from octomega.config import ConfigError, LoggingConfig, ModelConfig, NamedRun, ParallelConfig, check_layout, to_json
 
 
 @dataclass(kw_only=True)
@@ -189,7 +189,7 @@ class RLCheckpointConfig:
 
 
 @dataclass(kw_only=True)
-class RLConfig:
+class RLConfig(NamedRun):
     name: str = "rl"
     run_dir: str | None = None  # None = runs/<name>
     kind: Literal["rl"] = "rl"  # tells RL configs from pre-training ones (recipes share one registry)
@@ -206,10 +206,6 @@ class RLConfig:
     valid: ValidConfig = field(default_factory=ValidConfig)
     checkpoint: RLCheckpointConfig = field(default_factory=RLCheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-    @property
-    def resolved_run_dir(self) -> str:
-        return self.run_dir or f"runs/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -258,16 +254,7 @@ def validate_rl(cfg: RLConfig, world_size: int | None = None) -> RLConfig:
     p, r, t, a = cfg.parallel, cfg.rollout, cfg.train, cfg.algo
     if getattr(cfg, "kind", "rl") != "rl":
         raise ConfigError("not an RL config")
-    for name in ("tp", "pp"):
-        if getattr(p, name) < 1:
-            raise ConfigError(f"parallel.{name}={getattr(p, name)}: must be >= 1")
-    world_size = world_size or p.tp * p.pp * (p.dp or 1)
-    if world_size % (p.tp * p.pp):
-        raise ConfigError(f"world size {world_size} is not divisible by parallel.tp x parallel.pp = {p.tp} x {p.pp}")
-    dp = world_size // (p.tp * p.pp)
-    if p.dp is not None and p.dp != dp:
-        raise ConfigError(f"parallel.dp={p.dp} but {world_size} processes / (tp x pp) = {dp}: leave it unset")
-    p.dp = dp
+    dp = check_layout(p, world_size)
     if sum(x is not None for x in (cfg.init.hf_path, cfg.init.from_checkpoint)) != 1:
         raise ConfigError("set exactly one of init.hf_path (a Hugging Face Llama directory) and "
                           "init.from_checkpoint (an octomega run or checkpoint directory)")

@@ -1,36 +1,37 @@
-"""The RL loop: one flat loop over steps (rollout -> old log-probs -> advantages -> updates), callbacks around it.
+"""The RL loop: one flat loop over steps (rollout -> score -> update), the run skeleton around it.
 
 One step (verl's order):
-  1. the rollout engine gets the actor's weights (hf/vllm: a weight stream; megatron: shared, nothing to do);
-  2. prompts_per_step prompts x samples_per_prompt responses are sampled at the stair's cap and graded;
-  3. the trainer recomputes the old log-probabilities (logits / temperature) with a forward pass, and the
-     reference log-probabilities and the critic's values when those models exist;
-  4. advantages: GRPO = group-normalised rewards; PPO = GAE over the critic's values (whitened);
-  5. for each mini-batch (x ppo_epochs): one critic update (PPO), one actor update.
+  1. rollout: the rollout engine gets the actor's weights (hf/vllm: a weight stream; megatron: shared, nothing to
+     do); prompts_per_step prompts x samples_per_prompt responses are sampled at the stair's cap and graded;
+  2. score: the trainer recomputes the old log-probabilities (logits / temperature) with a forward pass, and the
+     reference log-probabilities and the critic's values when those models exist; then the advantages:
+     GRPO = group-normalised rewards; PPO = GAE over the critic's values (whitened);
+  3. update: for each mini-batch (x ppo_epochs): one critic update (PPO), one actor update.
 Metrics every step go to the console, run_dir/metrics.jsonl and wandb; a few responses to run_dir/rollouts.jsonl.
+When to stop and save, and the status file (run_dir/rl_status.json): octomega/train/run.py, as in pre-training.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from octomega import numerics
-from octomega.config import to_json
 from octomega.rl import algos
 from octomega.rl.actor import POLICY_METRICS, actor_logprob_fn, policy_loss_fn
 from octomega.rl.config import RLConfig, units, validate_rl
 from octomega.rl.critic import VALUE_METRICS, value_loss_fn, values_fn
 from octomega.rl.engines import make_engine
-from octomega.rl.rollout import PromptPool, generate_step, rollout_metrics, solved_prompt_ids
-from octomega.rl.setup import build_models, initialise_weights, load_tokenizer, precision_dtype, restore, starting_point
+from octomega.rl.rollout import PromptPool, Rollout, generate_step, rollout_metrics, solved_prompt_ids
+from octomega.rl.setup import build_models, initialise_weights, load_tokenizer, restore, starting_point
+from octomega.rl.templates import get_template
 from octomega.rl.validate import load_benchmark, run_validation
 from octomega.runtime import init_distributed, use_gpu
 from octomega.train import checkpoint as ckpt
-from octomega.train.callbacks import ExitSignal, MetricsLogger, _fmt_duration
+from octomega.train.callbacks import MetricsLogger, _fmt_duration
+from octomega.train.run import RunControl, open_run_dir, start_logging
+from octomega.train.setup import precision_dtype
 
 CONSOLE = (("reward_mean", "reward {:+.3f}"), ("accuracy", "acc {:.3f}"), ("box_rate", "box {:.3f}"),
            ("response_len_mean", "len {:.0f}"), ("cap_share", "capped {:.2f}"), ("zero_adv_share", "zero-adv {:.2f}"),
@@ -85,14 +86,12 @@ class RLTrainer:
     def __init__(self, cfg: RLConfig):
         self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
         self.cfg = cfg = validate_rl(cfg, self.rt.world_size)
+        self.units = units(cfg)
         self.is_writer = self.rt.rank == 0
         self.model_cfg, tok_dir, src = starting_point(cfg)
         cfg.model = self.model_cfg  # resolved: checkpoints and the HF export record the real shape
         cfg.data.tokenizer = tok_dir
-        self.run_dir = Path(cfg.resolved_run_dir)
-        if self.is_writer:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(to_json(cfg))
+        self.run_dir = open_run_dir(cfg, is_writer=self.is_writer)
         self.tokenizer = load_tokenizer(tok_dir)
         on_gpu = use_gpu()
         self.dtype = precision_dtype(cfg.train.precision, on_gpu)
@@ -117,37 +116,150 @@ class RLTrainer:
         self.engine = make_engine(cfg, self.models.actor.model, self.model_cfg, self.tokenizer, self.rt.device,
                                   boot_dir)
         self.valid_items = {b: load_benchmark(b, cfg.valid.data_dir, cfg.valid.limit) for b in cfg.valid.benchmarks}
+        self.stop_strings = [*get_template(cfg.rollout.template).stop, *cfg.rollout.stop]  # template, then rollout.stop
+        self.policy_loss = policy_loss_fn(cfg.algo, cfg.rollout.temperature)
+        self.value_loss = value_loss_fn(cfg.algo, cfg.critic.value_clip) if self.models.critic else None
 
     def _print(self, msg: str) -> None:
         if self.is_writer:
             print(msg, flush=True)
 
-    # -------------------------------------------------------------------------------------------- pieces
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        cfg = self.cfg
+        self.logger = start_logging(RLMetricsLogger, cfg, self.run_dir, total_steps=cfg.train.steps,
+                                    is_writer=self.is_writer, wandb_id=self.meta.get("wandb_id"),
+                                    headline=f"RL ({cfg.algo.name}) {cfg.name}: " + "; ".join(self.units.describe())
+                                    + f"; starting at step {self.start_step}")
+        control = RunControl(self.run_dir, is_writer=self.is_writer, status_file="rl_status.json",
+                             start_step=self.start_step, total_steps=cfg.train.steps,
+                             exit_after_steps=cfg.train.exit_after_steps, save_interval=cfg.checkpoint.save_interval,
+                             time_budget_s=cfg.train.time_budget_s, work_after_last_step=True)
+        history: list[dict] = []  # this process's validations: {"step": ..., **metrics}
+        step = self.start_step
+        if self.valid_items and step == 0:
+            self._validate(step, history)
+        while control.running(step):
+            started = time.perf_counter()
+            rollout, metrics = self.rollout(step)
+            generated = time.perf_counter()
+            metrics.update(self.score(rollout))
+            metrics.update(self.update(rollout.batch))
+            if cfg.rollout.drop_solved_prompts:
+                self.pool.drop(solved_prompt_ids(rollout.samples))
+                metrics["prompts_active"] = float(self.pool.active)
+            step += 1
+            finished = time.perf_counter()
+            tokens = int(rollout.batch.lengths().sum())
+            metrics.update(time_train_s=finished - generated, time_step_s=finished - started,
+                           tokens_per_s=tokens / max(finished - started, 1e-9), epoch=float(self.pool.epoch))
+            self.logger.log(step, metrics)
+            self._log_samples(step, rollout.samples)
+            if self.valid_items and control.due(step, cfg.valid.interval):
+                self._validate(step, history)
+            control.check_stop()
+            if control.should_save(step):
+                self.save(step)
+        if control.final_save_due(step):
+            self.save(step)
+        if not control.interrupted:  # a signal leaves at once (saved above): the restart validates and exports
+            if self.valid_items and (not history or history[-1]["step"] != step):
+                self._validate(step, history)
+            if cfg.checkpoint.export_hf:
+                self.export_hf()
+        control.close(self.logger)
+        return control.write_status(step, valid=history, seconds=control.elapsed())
+
+    # ------------------------------------------------------------------------------------------- one step
+    def rollout(self, step: int) -> tuple[Rollout, dict[str, float]]:
+        """Sample and grade this step's responses with the actor's current weights: (the rollout, its metrics)."""
+        cfg, engine = self.cfg, self.engine
+        sync = engine.before_generate(self.models.actor.module, self.model_cfg)
+        cap = cfg.rollout.response_cap(step)
+        prompts = self.pool.next_batch(cfg.rollout.prompts_per_step)
+        rollout = generate_step(engine.generator, prompts, n=cfg.rollout.samples_per_prompt, max_new_tokens=cap,
+                                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, stop=self.stop_strings,
+                                seed=cfg.rollout.seed, step=step, reward_name=cfg.reward.name,
+                                no_answer=cfg.reward.no_answer, timeout_s=cfg.reward.timeout_s,
+                                pad_id=self.tokenizer.pad_token_id)
+        engine.after_generate()
+        return rollout, {**rollout_metrics(rollout, cap), **sync, "prompts_filtered": float(self.pool.filtered)}
+
+    def score(self, rollout: Rollout) -> dict[str, float]:
+        """The trainer's view of a rollout, written into its batch: "old_logp" (the actor's log-probabilities at
+        the sampling temperature), "ref_logp" and "values" when a reference and a critic exist, then "adv" (and,
+        PPO, "returns"). Returns the trainer-vs-engine log-probability gap and the advantage metrics."""
+        models, batch, temperature = self.models, rollout.batch, self.cfg.rollout.temperature
+        tempered = temperature != 1.0  # then the raw-logit log-probs too: the engine reports those
+        logprobs = models.actor.forward_only(batch, actor_logprob_fn(temperature, raw=tempered),
+                                             ("logp", "logp_raw") if tempered else ("logp",))
+        batch["old_logp"] = logprobs["logp"]
+        metrics = logprob_gap(batch["engine_logp"], logprobs.get("logp_raw", logprobs["logp"]), batch["mask"])
+        if models.ref is not None:
+            batch["ref_logp"] = models.ref.forward_only(batch, actor_logprob_fn(temperature, raw=False),
+                                                        ("logp",))["logp"]
+        if models.critic is not None:
+            batch["values"] = models.critic.forward_only(batch, values_fn, ("values",))["values"]
+        metrics.update(advantages(self.cfg, batch, rollout.rewards))
+        return metrics
+
+    def update(self, batch) -> dict[str, float]:
+        """algo.ppo_epochs passes over the scored batch's mini-batches, one critic update (PPO) and one actor update
+        each. Returns the updates' metrics, averaged."""
+        models, rows = self.models, self.units.mini_batch_sequences
+        updates: list[dict[str, float]] = []
+        for _ in range(self.cfg.algo.ppo_epochs):
+            for k in range(batch.num_rows // rows):
+                mini_batch = batch.rows(k * rows, (k + 1) * rows)
+                update = {}
+                if models.critic is not None:
+                    critic = models.critic.train_minibatch(mini_batch, self.value_loss, VALUE_METRICS)
+                    update.update({"vf_loss": critic["vf_loss"], "vf_clipfrac": critic["vf_clipfrac"],
+                                   "vpred_mean": critic["vpred_mean"], "critic_grad_norm": critic["grad_norm"],
+                                   "critic_lr": critic["lr"]})
+                update.update(models.actor.train_minibatch(mini_batch, self.policy_loss, POLICY_METRICS))
+                updates.append(update)
+        return {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
+
+    # ---------------------------------------------------------------------------------------- around steps
     def validate(self, step: int) -> dict[str, float]:
-        c = self.cfg
+        cfg = self.cfg
         self.engine.before_generate(self.models.actor.module, self.model_cfg)
-        out = run_validation(self.engine.generator, self.valid_items, template=c.rollout.template,
-                             stop=c.rollout.stop, max_new_tokens=c.valid.max_new_tokens or c.rollout.response_cap(step),
-                             reward_name=c.reward.name, no_answer=c.reward.no_answer, timeout_s=c.reward.timeout_s,
-                             samples_path=self.run_dir / "valid_samples.jsonl", step=step,
-                             sampled=(c.rollout.temperature, c.rollout.top_p) if c.valid.sampled else None)
+        out = run_validation(self.engine.generator, self.valid_items, template=cfg.rollout.template,
+                             stop=cfg.rollout.stop,
+                             max_new_tokens=cfg.valid.max_new_tokens or cfg.rollout.response_cap(step),
+                             reward_name=cfg.reward.name, no_answer=cfg.reward.no_answer,
+                             timeout_s=cfg.reward.timeout_s, samples_path=self.run_dir / "valid_samples.jsonl",
+                             step=step, sampled=(cfg.rollout.temperature, cfg.rollout.top_p) if cfg.valid.sampled
+                             else None)
         self.engine.after_generate()
         return out
 
+    def _validate(self, step: int, history: list[dict]) -> None:
+        history.append({"step": step, **self.validate(step)})
+        self.logger.log(step, history[-1], kind="valid")
+
     def save(self, step: int) -> None:
-        m, c = self.models, self.cfg
+        models, cfg = self.models, self.cfg
         state = {"pool": self.pool.state_dict(), "wandb_id": self.logger.wandb_id,
-                 "layout": [c.parallel.tp, c.parallel.pp, c.parallel.dp],
-                 "lr_bounds": {"actor": [c.optim.lr, 0.0], "critic": [c.critic.lr, 0.0]},
-                 "critic_scheduler_steps": m.critic.scheduler.num_steps if m.critic else None}
-        if m.critic is not None:  # first: the actor's COMPLETE marker then means the whole step is saved
-            ckpt.save_checkpoint(self.run_dir / "critic" / "checkpoints", step, m.critic.model,
-                                 optimizer=m.critic.optimizer, scheduler=m.critic.scheduler, config=c,
-                                 keep_last=c.checkpoint.keep_last)
-        path = ckpt.save_checkpoint(self.run_dir / "checkpoints", step, m.actor.model, optimizer=m.actor.optimizer,
-                                    scheduler=m.actor.scheduler, state=state, config=c,
-                                    keep_last=c.checkpoint.keep_last)
+                 "layout": [cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp],
+                 "lr_bounds": {"actor": [cfg.optim.lr, 0.0], "critic": [cfg.critic.lr, 0.0]},
+                 "critic_scheduler_steps": models.critic.scheduler.num_steps if models.critic else None}
+        if models.critic is not None:  # first: the actor's COMPLETE marker then means the whole step is saved
+            ckpt.save_checkpoint(self.run_dir / "critic" / "checkpoints", step, models.critic.model,
+                                 optimizer=models.critic.optimizer, scheduler=models.critic.scheduler, config=cfg,
+                                 keep_last=cfg.checkpoint.keep_last)
+        path = ckpt.save_checkpoint(self.run_dir / "checkpoints", step, models.actor.model,
+                                    optimizer=models.actor.optimizer, scheduler=models.actor.scheduler, state=state,
+                                    config=cfg, keep_last=cfg.checkpoint.keep_last)
         self._print(f"saved checkpoint {path}")
+
+    def export_hf(self) -> None:
+        from octomega.rl.export import export_hf
+
+        out = export_hf(self.models.actor.module, self.model_cfg, self.run_dir / "hf",
+                        tokenizer_dir=self.cfg.data.tokenizer, is_writer=self.is_writer)
+        self._print(f"exported the actor to {out}")
 
     def _log_samples(self, step: int, samples: list[dict]) -> None:
         if not self.is_writer or not self.cfg.rollout.log_samples:
@@ -156,120 +268,6 @@ class RLTrainer:
             for s in samples[: self.cfg.rollout.log_samples]:
                 f.write(json.dumps({"step": step, **{k: v for k, v in s.items() if k not in ("token_ids", "logprobs")},
                                     "tokens": len(s["token_ids"])}) + "\n")
-
-    def _any_rank(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0])
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    # ---------------------------------------------------------------------------------------------- loop
-    def train(self) -> dict:
-        c, m = self.cfg, self.models
-        u = units(c)
-        self.logger = RLMetricsLogger(c, self.run_dir, total_steps=c.train.steps, is_writer=self.is_writer,
-                                      wandb_id=self.meta.get("wandb_id"))
-        self._print(f"RL ({c.algo.name}) {c.name}: " + "; ".join(u.describe())
-                    + f"; starting at step {self.start_step}")
-        if not use_gpu():
-            self._print(numerics.summary(c.train.cpu_numerics))
-        signals, t_start = ExitSignal(), time.perf_counter()
-        history, status, step, last_saved = [], "complete", self.start_step, None
-        stop_at = c.train.steps if c.train.exit_after_steps is None else min(
-            c.train.steps, self.start_step + c.train.exit_after_steps)
-        if self.valid_items and step == 0:
-            history.append({"step": 0, **self.validate(0)})
-            self.logger.log(0, history[-1], kind="valid")
-        actor_fn = policy_loss_fn(c.algo, c.rollout.temperature)
-        critic_fn = value_loss_fn(c.algo, c.critic.value_clip) if m.critic else None
-        T = c.rollout.temperature
-        while step < stop_at:
-            t0 = time.perf_counter()
-            sync = self.engine.before_generate(m.actor.module, self.model_cfg)
-            cap = c.rollout.response_cap(step)
-            prompts = self.pool.next_batch(c.rollout.prompts_per_step)
-            ro = generate_step(self.engine.generator, prompts, n=c.rollout.samples_per_prompt, max_new_tokens=cap,
-                               temperature=T, top_p=c.rollout.top_p,
-                               stop=list(self._template_stop()) + list(c.rollout.stop), seed=c.rollout.seed, step=step,
-                               reward_name=c.reward.name, no_answer=c.reward.no_answer,
-                               timeout_s=c.reward.timeout_s, pad_id=self.tokenizer.pad_token_id)
-            self.engine.after_generate()
-            t1 = time.perf_counter()
-            batch = ro.batch
-            lp = m.actor.forward_only(batch, actor_logprob_fn(T, raw=T != 1.0), ("logp", "logp_raw") if T != 1.0
-                                      else ("logp",))
-            batch["old_logp"] = lp["logp"]
-            metrics = {**rollout_metrics(ro, cap), **sync, "prompts_filtered": float(self.pool.filtered)}
-            metrics.update(logprob_gap(batch["engine_logp"], lp.get("logp_raw", lp["logp"]), batch["mask"]))
-            if m.ref is not None:
-                batch["ref_logp"] = m.ref.forward_only(batch, actor_logprob_fn(T, raw=False), ("logp",))["logp"]
-            if m.critic is not None:
-                batch["values"] = m.critic.forward_only(batch, values_fn, ("values",))["values"]
-            metrics.update(advantages(c, batch, ro.rewards))
-            updates: list[dict] = []
-            rows = u.mini_batch_sequences
-            for _ in range(c.algo.ppo_epochs):
-                for k in range(batch.num_rows // rows):
-                    mb = batch.rows(k * rows, (k + 1) * rows)
-                    upd = {}
-                    if m.critic is not None:
-                        cm = m.critic.train_minibatch(mb, critic_fn, VALUE_METRICS)
-                        upd.update({"vf_loss": cm["vf_loss"], "vf_clipfrac": cm["vf_clipfrac"],
-                                    "vpred_mean": cm["vpred_mean"], "critic_grad_norm": cm["grad_norm"],
-                                    "critic_lr": cm["lr"]})
-                    upd.update(m.actor.train_minibatch(mb, actor_fn, POLICY_METRICS))
-                    updates.append(upd)
-            metrics.update({k: sum(x[k] for x in updates) / len(updates) for k in updates[0]})
-            if c.rollout.drop_solved_prompts:
-                self.pool.drop(solved_prompt_ids(ro.samples))
-                metrics["prompts_active"] = float(self.pool.active)
-            step += 1
-            t2 = time.perf_counter()
-            tokens = int(batch.lengths().sum())
-            metrics.update(time_train_s=t2 - t1, time_step_s=t2 - t0, tokens_per_s=tokens / max(t2 - t0, 1e-9),
-                           epoch=float(self.pool.epoch))
-            self.logger.log(step, metrics)
-            self._log_samples(step, ro.samples)
-            if self.valid_items and ((c.valid.interval and step % c.valid.interval == 0) or step == c.train.steps):
-                history.append({"step": step, **self.validate(step)})
-                self.logger.log(step, history[-1], kind="valid")
-            interrupted = signals.any_rank()
-            over_budget = self._any_rank(c.train.time_budget_s is not None
-                                         and time.perf_counter() - t_start > c.train.time_budget_s)
-            if (c.checkpoint.save_interval and step % c.checkpoint.save_interval == 0) or interrupted:
-                self.save(step)
-                last_saved = step
-            if interrupted:
-                status = "interrupted"
-                break
-            if over_budget:
-                status = "time_budget"
-                break
-        if status != "interrupted":
-            if last_saved != step:
-                self.save(step)
-            if status == "complete" and step < c.train.steps:
-                status = "stopped"
-            if self.valid_items and (not history or history[-1]["step"] != step):
-                history.append({"step": step, **self.validate(step)})
-                self.logger.log(step, history[-1], kind="valid")
-            if c.checkpoint.export_hf:
-                from octomega.rl.export import export_hf
-
-                out = export_hf(m.actor.module, self.model_cfg, self.run_dir / "hf", tokenizer_dir=c.data.tokenizer,
-                                is_writer=self.is_writer)
-                self._print(f"exported the actor to {out}")
-        signals.restore()
-        self.logger.finish()
-        result = {"status": status, "step": step, "steps": c.train.steps, "run_dir": str(self.run_dir),
-                  "valid": history, "seconds": time.perf_counter() - t_start}
-        if self.is_writer:
-            (self.run_dir / "rl_status.json").write_text(json.dumps(result, indent=2))
-        return result
-
-    def _template_stop(self):
-        from octomega.rl.templates import get_template
-
-        return get_template(self.cfg.rollout.template).stop
 
 
 def run_rl(cfg: RLConfig) -> dict:

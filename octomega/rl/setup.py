@@ -68,12 +68,6 @@ def load_tokenizer(path: str):
     return tok
 
 
-def precision_dtype(precision: str, on_gpu: bool) -> torch.dtype:
-    if precision == "auto":
-        precision = "bf16" if on_gpu else "fp32"
-    return torch.bfloat16 if precision == "bf16" else torch.float32
-
-
 @dataclass
 class Models:
     actor: Role

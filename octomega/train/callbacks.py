@@ -1,12 +1,11 @@
-"""Around the training loop: console progress, JSONL metrics, wandb, throughput/MFU, exit signals."""
+"""Around the training loop: console progress, JSONL metrics, wandb, throughput/MFU. (Exit signals, stop and save
+decisions: octomega/train/run.py.)"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -104,38 +103,3 @@ def _start_wandb(cfg: RunConfig, run_dir: Path, run_id: str | None):
 
     return wandb.init(project=cfg.logging.wandb_project, name=cfg.name, id=run_id, resume="allow" if run_id else None,
                       dir=str(run_dir), mode=mode, config=to_dict(cfg))
-
-
-class ExitSignal:
-    """SIGTERM / SIGUSR1 (Slurm's pre-emption and time-limit warnings; torchrun forwards TERM) set a flag; the
-    loop saves a checkpoint at the end of the current step and exits cleanly."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-        for sig in self.SIGNALS:
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handle(self, signum, frame):
-        self.received = signum
-        print(f"received {signal.Signals(signum).name}: saving a checkpoint after this step, then exiting",
-              file=sys.stderr, flush=True)
-
-    def any_rank(self) -> bool:
-        import torch
-
-        flag = torch.tensor([1.0 if self.received is not None else 0.0])
-        if torch.distributed.is_initialized():
-            if torch.distributed.get_backend() == "nccl":
-                flag = flag.cuda()
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item() > 0)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

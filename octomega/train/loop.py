@@ -1,4 +1,5 @@
-"""The training loop: Megatron DDP + optimizer + pipeline schedules, one flat loop with callbacks around it.
+"""The training loop: Megatron DDP + optimizer + pipeline schedules, one flat loop with callbacks around it
+(when to stop and save, signals, the status file: the run skeleton of octomega/train/run.py, shared with RL).
 
 Loss normalisation: per token over the whole global batch (Megatron's `calculate_per_token_loss`): each
 micro-batch returns its summed loss and token count, and finalize_model_grads divides the gradients by the
@@ -10,27 +11,19 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from pathlib import Path
 
 import torch
 
-from octomega import numerics
-from octomega.config import RunConfig, to_json, validate
+from octomega.config import RunConfig, validate
 from octomega.runtime import init_distributed, use_gpu
 from octomega.train import checkpoint as ckpt
-from octomega.train.callbacks import ExitSignal, MetricsLogger, Throughput
+from octomega.train.callbacks import MetricsLogger, Throughput
 from octomega.train.data import blend_fingerprint, build_datasets, train_iterator, valid_iterator
 from octomega.train.flops import detect_peak_flops, flops_per_batch
 from octomega.train.resume import check_resume_compatible, identity
-from octomega.train.setup import build_ddp_model_and_optimizer
+from octomega.train.run import ExitSignal, RunControl, open_run_dir, start_logging
+from octomega.train.setup import build_ddp_model_and_optimizer, precision_dtype
 from octomega.train.schedule import budget, build_scheduler, check_resumed_scheduler, lr_bounds
-
-
-def precision_dtype(cfg: RunConfig, on_gpu: bool) -> torch.dtype:
-    p = cfg.train.precision
-    if p == "auto":
-        p = "bf16" if on_gpu else "fp32"
-    return torch.bfloat16 if p == "bf16" else torch.float32
 
 
 def _loss_func(loss_mask: torch.Tensor, output):
@@ -77,14 +70,13 @@ class Trainer:
         self.signals = ExitSignal()
         self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
         self.cfg = validate(cfg, self.rt.world_size)
-        self.run_dir = Path(cfg.resolved_run_dir)
-        self.save_dir = self.run_dir / "checkpoints"
         self.is_writer = self.rt.rank == 0
+        self.run_dir = open_run_dir(cfg, is_writer=self.is_writer)
+        self.save_dir = self.run_dir / "checkpoints"
         if self.is_writer:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(to_json(cfg))
+            self.save_dir.mkdir(exist_ok=True)
         self.budget = budget(cfg)
-        self.dtype = precision_dtype(cfg, use_gpu())
+        self.dtype = precision_dtype(cfg.train.precision, use_gpu())
         self.model, self.optimizer = build_ddp_model_and_optimizer(
             cfg.model, cfg.parallel, cfg.optim, dtype=self.dtype, on_gpu=use_gpu(), device=self.rt.device)
         model_cfg = self.model.module.octomega_model_config  # cfg.model with its HF config.json resolved
@@ -195,19 +187,18 @@ class Trainer:
     def train(self) -> dict:
         cfg, b = self.cfg, self.budget
         micro_per_step = self.micro_batches_per_step
-        self.logger = MetricsLogger(cfg, self.run_dir, total_steps=b.steps, is_writer=self.is_writer,
-                                    wandb_id=self.meta.get("wandb_id"))
+        self.logger = start_logging(MetricsLogger, cfg, self.run_dir, total_steps=b.steps, is_writer=self.is_writer,
+                                    wandb_id=self.meta.get("wandb_id"),
+                                    headline=f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
         flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size)
         speed = Throughput(flops, b.tokens_per_step, self.rt.world_size, detect_peak_flops())
-        signals = self.signals
         data = self.data_iterator(self.start_step)
-        self._print(f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
-        if not use_gpu():
-            self._print(numerics.summary(cfg.train.cpu_numerics))
-        step, status, last_saved = self.start_step, "complete", None
-        stop_at = b.steps if cfg.train.exit_after_steps is None else min(
-            b.steps, self.start_step + cfg.train.exit_after_steps)
-        while step < stop_at:
+        control = RunControl(self.run_dir, is_writer=self.is_writer, status_file="train_status.json",
+                             start_step=self.start_step, total_steps=b.steps,
+                             exit_after_steps=cfg.train.exit_after_steps, save_interval=cfg.checkpoint.save_interval,
+                             signals=self.signals)
+        step = self.start_step
+        while control.running(step):
             lr = self.optimizer.param_groups[0]["lr"]
             loss, grad_norm, ok = self.train_step(data, micro_per_step)
             step += 1
@@ -215,26 +206,15 @@ class Trainer:
             if step % cfg.logging.log_interval == 0 or step in (1, b.steps):
                 self.logger.log(step, {"loss": loss, "lr": lr, "grad_norm": float(grad_norm or 0.0),
                                        "tokens": step * b.tokens_per_step, "skipped": not ok, **speed.report()})
-            if self.valid_ds and ((cfg.train.valid_interval and step % cfg.train.valid_interval == 0)
-                                  or step == b.steps):
+            if self.valid_ds and control.due(step, cfg.train.valid_interval):
                 self.logger.log(step, {**self.validate(), "tokens": step * b.tokens_per_step}, kind="valid")
-            interrupted = signals.any_rank()
-            if (cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0) or interrupted:
+            control.check_stop()
+            if control.should_save(step):
                 self.save(step)
-                last_saved = step
-            if interrupted:
-                status = "interrupted" if step < b.steps else "complete"
-                break
-        if step == stop_at and last_saved != step:
+        if control.final_save_due(step):
             self.save(step)
-        if status == "complete" and step < b.steps:
-            status = "stopped"  # exit_after_steps
-        signals.restore()
-        self.logger.finish()
-        result = {"status": status, "step": step, "steps": b.steps, "run_dir": str(self.run_dir)}
-        if self.is_writer:
-            (self.run_dir / "train_status.json").write_text(json.dumps(result, indent=2))
-        return result
+        control.close(self.logger)
+        return control.write_status(step)
 
 
 def run_training(cfg: RunConfig) -> dict:

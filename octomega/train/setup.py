@@ -1,10 +1,17 @@
-"""Build the trainable objects shared by pre-training and the RL stage: model (Megatron DDP) and optimizer."""
+"""Build the trainable objects shared by pre-training and the RL stage: model (Megatron DDP), optimizer, dtype."""
 
 from __future__ import annotations
 
 import torch
 
 from octomega.config import ModelConfig, OptimConfig, ParallelConfig
+
+
+def precision_dtype(precision: str, on_gpu: bool) -> torch.dtype:
+    """train.precision as a parameter dtype: "auto" is bf16 (with fp32 master weights) on a GPU and fp32 on a CPU."""
+    if precision == "auto":
+        precision = "bf16" if on_gpu else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def build_ddp_model_and_optimizer(model_cfg: ModelConfig, parallel: ParallelConfig, optim: OptimConfig, *,

@@ -80,6 +80,38 @@ def test_ensure_restarts_a_command_whose_torch_is_already_loaded():
     assert "warning" in looped.stderr and "tiny_stable" not in looped.stdout
 
 
+@pytest.mark.parametrize("argv, restart", [
+    (["train", "tiny_stable", "data.mock=true"], None),  # a call from Python (a test) never restarts itself
+    (None, ["train", "tiny_stable", "data.mock=true"]),  # the command itself may
+    (["rl", "llama32_3b_rl_grpo"], None),
+    (None, ["rl", "llama32_3b_rl_grpo"]),
+])
+def test_only_the_command_itself_may_restart(monkeypatch, argv, restart):
+    """octomega.cli.main tells `train` and `rl` whether this process is the command (numerics.ensure's `command`)."""
+    import octomega.rl.loop
+    import octomega.train.loop
+    from octomega.cli import main
+
+    asked = []
+    monkeypatch.setattr(numerics, "ensure", lambda mode, *, command, prog: asked.append(command))
+    monkeypatch.setattr(octomega.train.loop, "run_training", lambda cfg: {"status": "complete"})
+    monkeypatch.setattr(octomega.rl.loop, "run_rl", lambda cfg: {"status": "complete"})
+    monkeypatch.setattr(sys, "argv", ["octomega", *(restart or [])])
+    assert main(argv) == 0
+    assert asked == [restart]
+
+
+def test_rl_called_from_python_never_restarts(monkeypatch):
+    import octomega.rl.loop
+    from octomega.rl.cli import main
+
+    asked = []
+    monkeypatch.setattr(numerics, "ensure", lambda mode, *, command, prog: asked.append(command))
+    monkeypatch.setattr(octomega.rl.loop, "run_rl", lambda cfg: {"status": "complete"})
+    assert main(["llama32_3b_rl_grpo"]) == 0
+    assert asked == [None]
+
+
 def _vendor_flip_library(tmp_path: Path) -> Path:
     """A library that tells MKL the CPU is of the other vendor (see the module docstring)."""
     if not shutil.which("gcc"):
