@@ -118,7 +118,7 @@ def main() -> None:
     print(f"random HF checkpoint written in {time.time() - t:.0f} s", flush=True)
 
     runs = {"idle_import": measure([py, "-c", "import torch, megatron.core, transformers, octomega.convert.commands, "
-                                              "octomega.train.checkpoint"], "idle", work)}
+                                              "octomega.checkpoint"], "idle", work)}
     runs["hf_to_mcore"] = measure([py, "-m", "octomega.convert", "hf-to-mcore", str(work / "hf"), str(work / "ckpt")],
                                   "hf-to-mcore", work)
     if not args.keep:

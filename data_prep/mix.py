@@ -47,6 +47,43 @@ def parse_tokens(text: str) -> int:
     return int(round(value))
 
 
+def _weight_error(key: str, value) -> BlendError:
+    return BlendError(f"--weights {key}={value}: a weight must be a finite number >= 0 (0 leaves the corpus out); "
+                      "fix it and rerun")
+
+
+def check_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Refuse negative, non-finite and all-zero custom weights (normalising them would drop or skew corpora)."""
+    for key, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise _weight_error(key, w)
+    if weights and not any(w > 0 for w in weights.values()):
+        given = ", ".join(f"{k}={v:g}" for k, v in weights.items())
+        raise BlendError(f"--weights {given}: all weights are zero; give at least one corpus a weight > 0")
+    return weights
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """'web=0.7,qa_short=0.3' -> {"web": 0.7, "qa_short": 0.3}; a bad item is a BlendError naming it."""
+    weights: dict[str, float] = {}
+    for item in (x for x in re.split(r"[,\s]+", text) if x):
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not value:
+            raise BlendError(f"--weights {item!r}: write NAME=WEIGHT, e.g. web=0.7,qa_short=0.3")
+        if key in weights:
+            raise BlendError(f"--weights {key}: given twice ({key}={weights[key]:g} and {item}); give it once")
+        try:
+            w = float(value)
+        except ValueError:
+            raise BlendError(f"--weights {key}={value}: {value!r} is not a number; write NAME=WEIGHT, "
+                             "e.g. web=0.7,qa_short=0.3") from None
+        if not math.isfinite(w) or w < 0:
+            raise _weight_error(key, value)
+        weights[key] = w
+    return check_weights(weights)
+
+
 def load_stats(path) -> dict:
     path = Path(path)
     try:
@@ -81,6 +118,7 @@ def _shares(mixture: str, roles: dict[str, list[dict]], weights: dict[str, float
     if mixture == "custom":
         if not weights:
             raise BlendError("--mixture custom needs --weights name=0.7,name=0.3 (corpus names or roles)")
+        check_weights(weights)
         by_name = {s["name"]: (s, r) for r, ss in roles.items() for s in ss}
         out = []
         for key, w in weights.items():
@@ -267,7 +305,10 @@ def main(argv=None) -> int:
         stats = [s for s in map(load_stats, _stats_files(args.stats)) if s["_path"] not in named]
         weights = None
         if args.weights:
-            weights = {k: float(v) for k, _, v in (x.partition("=") for x in re.split(r"[,\s]+", args.weights) if x)}
+            if args.mixture != "custom":
+                raise BlendError(f"--weights applies to --mixture custom only (got --mixture {args.mixture}); drop "
+                                 "--weights or use --mixture custom")
+            weights = parse_weights(args.weights)
         blend = compute_blend(stats, args.mixture, parse_tokens(args.train_tokens), explicit, weights,
                               args.max_epochs, args.drop_missing_roles)
     except (BlendError, ValueError) as e:

@@ -11,15 +11,14 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import os
 import json
 import sys
 
-from octomega.config import ConfigError, apply_overrides, to_json, validate
-from octomega.launch import (add_run_arguments, input_error, launched_world_size, load_config, run_stage,
-                             save_dry_run)
+from octomega.config import apply_overrides, to_json, validate
+from octomega.launch import (add_run_arguments, checked_config, load_config, prepare_recipe, run_command, run_stage,
+                             stage_exit_status)
 
 # Subcommands implemented by their own modules' `main(argv) -> int`.
 DELEGATES = {
@@ -44,24 +43,18 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(recipe_name: str, overrides: list[str]):
-    """A recipe by name, or a saved config JSON (a run's config.json), with overrides applied."""
+    """A training recipe by name, or a saved config JSON (a run's config.json), with overrides applied."""
     from octomega.config import RunConfig
 
-    cfg = load_config(recipe_name, RunConfig)
-    if not isinstance(cfg, RunConfig):
-        from octomega.rl.config import RLConfig
-
-        command = "rl" if isinstance(cfg, RLConfig) else "eval"
-        raise ConfigError(f"{recipe_name!r} is not a training recipe (it is a {type(cfg).__name__}): run "
-                          f"`octomega {command} {recipe_name}`; `octomega recipes` lists them")
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(load_config(recipe_name, "train", RunConfig), overrides)
 
 
 def dry_run_report(cfg, world_size: int | None = None) -> str:
+    cfg = validate(cfg, world_size)  # no torch: a bad config fails in a fraction of a second
+    # The LR curve comes from Megatron's own scheduler and the memory from its formula: these import Megatron-Core.
     from octomega.train.flops import theoretical_memory_gb
     from octomega.train.schedule import budget, lr_at, lr_bounds
 
-    cfg = validate(cfg, world_size)
     b = budget(cfg)
     lines = ["resolved config:", to_json(cfg), "", "token budget:",
              f"  {cfg.train.train_tokens:,} tokens requested / ({cfg.train.global_batch_size} sequences x "
@@ -74,7 +67,7 @@ def dry_run_report(cfg, world_size: int | None = None) -> str:
     stable_lr = None
     if cfg.optim.lr is None and cfg.init.from_checkpoint:
         try:
-            from octomega.train.checkpoint import read_meta
+            from octomega.checkpoint import read_meta
 
             stable_lr = read_meta(cfg.init.from_checkpoint).get("stable_lr")
         except FileNotFoundError:
@@ -99,38 +92,35 @@ def cmd_train(argv: list[str], *, as_command: bool = False) -> int:
     """`as_command`: this process is the `octomega` command itself (not a call from Python), so it may restart
     itself to pin its CPU numerics (octomega.numerics.ensure)."""
     args = _train_parser().parse_args(argv)
-    try:
-        cfg = resolve_config(args.recipe, args.overrides)
-        if args.dry_run:
-            return save_dry_run(cfg, dry_run_report(cfg, args.world_size))
-        validate(copy.deepcopy(cfg), launched_world_size())  # fail fast, before any process group
-    except (ConfigError, KeyError) as e:
-        return input_error("octomega train", e)
+    return run_command("octomega train", args, lambda: _train(args, argv, as_command))
+
+
+def _train(args: argparse.Namespace, argv: list[str], as_command: bool) -> int:
+    cfg = checked_config(args, resolve_config, validate, dry_run_report)
+    if cfg is None:  # --dry-run
+        return 0
     from octomega import numerics
 
     numerics.ensure(cfg.train.cpu_numerics, command=["train", *argv] if as_command else None, prog="octomega train")
-    if args.recipe.startswith("tiny_") and not cfg.data.mock:
-        from recipes.tiny import ensure_data
-
-        ensure_data(cfg)  # the tiny recipes build their synthetic corpora on first use
+    prepare_recipe(args.recipe, cfg)  # the tiny recipes build their synthetic corpora on first use
     from octomega.train.loop import run_training
 
-    result = run_stage("octomega train", run_training, cfg, (ConfigError, FileNotFoundError, ValueError))
-    if result is None:
-        return 2
+    result = run_stage(run_training, cfg)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(result), flush=True)
-    return 0
+    return stage_exit_status("octomega train", result)
 
 
 def cmd_recipes(argv: list[str]) -> int:
     import recipes
 
-    argparse.ArgumentParser(prog="octomega recipes", description="List the recipes.").parse_args(argv)
-    rows = recipes.describe()
-    width = max(len(n) for n, _ in rows)
-    for name, doc in rows:
-        print(f"{name:<{width}}  {doc}")
+    p = argparse.ArgumentParser(prog="octomega recipes",
+                                description="List the recipes: name, kind (the command that runs it), description.")
+    p.add_argument("--kind", choices=("train", "rl", "eval"), help="only the recipes of this kind")
+    rows = recipes.entries(p.parse_args(argv).kind)
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.kind:<5}  {r.doc}")
     return 0
 
 

@@ -6,11 +6,14 @@ edits it with overrides such as `optim.lr=3e-5 parallel.tp=2 train.train_tokens=
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
@@ -97,7 +100,18 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class NonFiniteSteps:
+    """What a step whose loss or gradient norm is not finite (NaN, inf) does. Its update is never applied and no
+    checkpoint is saved for it (octomega/train/run.py). Pre-training's `train` section and RL's share these fields."""
+
+    # stop: end the run at that step, status "diverged", exit status 3. skip: go on without that step's update (its
+    # batch is used up and the LR schedule moves on, as for any step), up to max_skipped_steps, then stop as stop does
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_skipped_steps: int = 5  # skip: non-finite steps a run may skip in all (resumes included)
+
+
+@dataclass(kw_only=True)
+class TrainConfig(NonFiniteSteps):
     stage: Literal["stable", "decay"] = "stable"  # stable = constant LR after warm-up; decay = LR to min over budget
     train_tokens: int = 1_000_000  # token budget of this stage; rounded UP to whole optimizer steps
     seq_length: int = 256  # tokens per sequence
@@ -211,14 +225,17 @@ def _coerce(text: str, tp: Any, path: str) -> Any:
             value = float(text) if any(c in text for c in ".eE") else int(text.replace("_", ""))
         except ValueError:
             raise ConfigError(f"{path}={text!r}: expected an integer") from None
-        if value != int(value):
+        if not math.isfinite(value) or value != int(value):
             raise ConfigError(f"{path}={text!r}: expected an integer")
         return int(value)
     if tp is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{path}={text!r}: expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}={text!r}: expected a finite number")
+        return value
     if tp is str:
         return text
     if dataclasses.is_dataclass(tp):
@@ -281,6 +298,84 @@ def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
 
 
+# ---------------------------------------------------------------------------------------- HF config.json
+
+
+def _read_hf_json(path: Path) -> dict:
+    try:
+        hf = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(f"{path}: expected a JSON object (a Hugging Face config.json)")
+    return hf
+
+
+def load_hf_config(model: ModelConfig) -> ModelConfig:
+    """Return a copy of `model` whose shape comes from `model.hf_config` (an HF Llama config.json or its dir)."""
+    if not model.hf_config:
+        return model
+    path = Path(model.hf_config)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ConfigError(f"model.hf_config: {path} does not exist")
+    hf = _read_hf_json(path)
+    archs = hf.get("architectures") or []
+    if hf.get("model_type") != "llama" or (archs and "LlamaForCausalLM" not in archs):
+        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r}, architectures {archs} is not a Llama "
+                          "causal LM (octomega builds and converts LlamaForCausalLM only)")
+    # Features LlamaConfig has but octomega's GPTModel does not build: refuse rather than convert wrongly.
+    unsupported = {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
+    for key, ok in unsupported.items():
+        if key in hf and hf[key] not in (ok, None):
+            raise ConfigError(f"{path}: {key}={hf[key]!r} is not supported (octomega's Llama needs {key}={ok!r})")
+
+    def need(key: str):
+        if hf.get(key) is None:
+            raise ConfigError(f"{path}: field {key!r} is missing; a Llama config.json needs num_hidden_layers, "
+                              "hidden_size, intermediate_size, num_attention_heads and vocab_size")
+        return hf[key]
+
+    m = copy.deepcopy(model)
+    m.num_layers = need("num_hidden_layers")
+    m.hidden_size = need("hidden_size")
+    m.ffn_hidden_size = need("intermediate_size")
+    m.num_attention_heads = need("num_attention_heads")
+    m.num_query_groups = hf.get("num_key_value_heads") or m.num_attention_heads
+    m.head_dim = hf.get("head_dim")
+    m.vocab_size = need("vocab_size")
+    # Keys a config.json may omit take LlamaConfig's defaults (not octomega's): 2048, 1e-6, 10000, untied.
+    m.max_position_embeddings = hf.get("max_position_embeddings", 2048)
+    m.norm_eps = hf.get("rms_norm_eps", 1e-6)
+    m.tie_embeddings = bool(hf.get("tie_word_embeddings", False))
+    m.init_std = hf.get("initializer_range", m.init_std)
+    rope_params = hf.get("rope_parameters") or {}  # transformers >= 5 folds theta and scaling in here
+    m.rope_theta = float(hf.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
+    # transformers 5 lets a top-level rope_scaling override rope_parameters; do the same.
+    scaling = hf.get("rope_scaling") or rope_params or None
+    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+    if (scaling or {}).get("partial_rotary_factor", 1.0) != 1.0 or hf.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"{path}: partial_rotary_factor != 1 is not supported")
+    if kind not in (None, "default", "llama3"):
+        raise ConfigError(f"{path}: rope_scaling type {kind!r} unsupported (llama3 or none)")
+    if kind == "llama3":
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+                   if k not in scaling]
+        if missing:
+            raise ConfigError(f"{path}: llama3 rope_scaling lacks {missing}")
+        m.rope_scaling = RopeScaling(
+            factor=float(scaling["factor"]),
+            low_freq_factor=float(scaling["low_freq_factor"]),
+            high_freq_factor=float(scaling["high_freq_factor"]),
+            original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
+        )
+    else:
+        m.rope_scaling = None
+    m.hf_config = None
+    return m
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
@@ -302,11 +397,41 @@ def check_layout(p: ParallelConfig, world_size: int | None = None) -> int:
     return dp
 
 
-def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
-    """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg."""
-    from octomega.model.llama import load_hf_config
+def check_document_policy(data: DataConfig) -> None:
+    """Refuse per-document attention and positions: octomega trains on packed sequences without them
+    (octomega/train/data.py says why)."""
+    if data.reset_attention_mask:
+        raise ConfigError("data.reset_attention_mask=true: the causal attention kernels (SDPA is_causal, TE causal) "
+                          "cannot block attention across packed documents without a THD packed format, which "
+                          "octomega does not build. Set data.reset_attention_mask=false.")
+    if data.reset_position_ids:
+        raise ConfigError("data.reset_position_ids=true: GPTModel's rotary embedding ignores position_ids, so "
+                          "positions cannot restart per document. Set data.reset_position_ids=false.")
 
+
+def _check_finite(section: Any, path: str = "") -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{path}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}{f.name}={value}: must be a finite number")
+
+
+def check_numbers(cfg: Any) -> None:
+    """Every float of a run config (RunConfig, RLConfig; every section) is finite: NaN and inf are refused, naming
+    the field (a recipe or a saved config JSON may hold them; overrides are refused when parsed). And the non-finite
+    step policy's count (NonFiniteSteps) is >= 0. Pre-training's validate and RL's validate_rl call it."""
+    _check_finite(cfg)
+    if cfg.train.max_skipped_steps < 0:
+        raise ConfigError(f"train.max_skipped_steps={cfg.train.max_skipped_steps}: must be >= 0")
+
+
+def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
+    """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg.
+    Standard library only (no torch, no Megatron-Core): a recipe validates in a fraction of a second."""
     cfg.model = load_hf_config(cfg.model)
+    check_numbers(cfg)
     m, p, t = cfg.model, cfg.parallel, cfg.train
     dp = check_layout(p, world_size)
     if m.num_attention_heads % p.tp:
@@ -342,10 +467,7 @@ def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
         raise ConfigError(f"model.ce_chunk_tokens={m.ce_chunk_tokens}: must be >= 1")
     if p.sequence_parallel and p.tp == 1:
         raise ConfigError("parallel.sequence_parallel needs parallel.tp > 1")
-    if cfg.data.reset_attention_mask or cfg.data.reset_position_ids:
-        from octomega.train.data import check_document_policy
-
-        check_document_policy(cfg)
+    check_document_policy(cfg.data)
     for key in cfg.checkpoint.allow_changes:
         if key not in ("seq_length", "blend", "global_batch_size"):
             raise ConfigError(f"checkpoint.allow_changes: unknown item {key!r} (seq_length, blend, global_batch_size)")

@@ -14,8 +14,9 @@ changed on the command line (`octomega eval llama32_1b_eval_long --limit 50 --ba
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
-from recipes import env_dir, recipe
+from recipes import env_dir, register
 from recipes.rl import PAPER_SIZES  # size -> HF base model name
 
 VLLM_TP = 1  # one H100 holds any of the three in bf16 (8B: 16 GB of weights); more GPUs = more eval jobs
@@ -42,9 +43,40 @@ class EvalRecipe:
         return d
 
 
-def paper_eval(size: str, what: str) -> EvalRecipe:
+# The recipes: name -> (size, what): the base model, a decay branch's HF export (long | short | hybrid), or
+# rl_<branch>: GRPO from that branch.
+PAPER_EVALS = {
+    "llama32_1b_eval_base": ("llama32_1b", "base"),
+    "llama32_1b_eval_long": ("llama32_1b", "long"),
+    "llama32_1b_eval_short": ("llama32_1b", "short"),
+    "llama32_1b_eval_hybrid": ("llama32_1b", "hybrid"),
+    "llama32_1b_eval_rl_long": ("llama32_1b", "rl_long"),
+    "llama32_1b_eval_rl_short": ("llama32_1b", "rl_short"),
+    "llama32_1b_eval_rl_hybrid": ("llama32_1b", "rl_hybrid"),
+    "llama32_1b_eval_rl": ("llama32_1b", "rl_long"),  # = llama32_1b_eval_rl_long, its own output dir
+    "llama32_3b_eval_base": ("llama32_3b", "base"),
+    "llama32_3b_eval_long": ("llama32_3b", "long"),
+    "llama32_3b_eval_short": ("llama32_3b", "short"),
+    "llama32_3b_eval_hybrid": ("llama32_3b", "hybrid"),
+    "llama32_3b_eval_rl_long": ("llama32_3b", "rl_long"),
+    "llama32_3b_eval_rl_short": ("llama32_3b", "rl_short"),
+    "llama32_3b_eval_rl_hybrid": ("llama32_3b", "rl_hybrid"),
+    "llama32_3b_eval_rl": ("llama32_3b", "rl_long"),
+    "llama31_8b_eval_base": ("llama31_8b", "base"),
+    "llama31_8b_eval_long": ("llama31_8b", "long"),
+    "llama31_8b_eval_short": ("llama31_8b", "short"),
+    "llama31_8b_eval_hybrid": ("llama31_8b", "hybrid"),
+    "llama31_8b_eval_rl_long": ("llama31_8b", "rl_long"),
+    "llama31_8b_eval_rl_short": ("llama31_8b", "rl_short"),
+    "llama31_8b_eval_rl_hybrid": ("llama31_8b", "rl_hybrid"),
+    "llama31_8b_eval_rl": ("llama31_8b", "rl_long"),
+}
+
+
+def paper_eval(size: str, what: str, name: str | None = None) -> EvalRecipe:
+    """Evaluate `what` (base | long | short | hybrid | rl_<branch>) of `size`; `name` default <size>_eval_<what>."""
     runs, models = env_dir("OCTOMEGA_RUNS"), env_dir("OCTOMEGA_MODELS")
-    name = f"{size}_eval_{what}"
+    name = name or f"{size}_eval_{what}"
     if what == "base":
         model, suite = f"{models}/{PAPER_SIZES[size]['hf']}", "base-fewshot"
     elif what.startswith("rl_"):
@@ -55,30 +87,15 @@ def paper_eval(size: str, what: str) -> EvalRecipe:
                       out=f"{runs}/eval/{name}")
 
 
-def _register() -> None:
-    for size in PAPER_SIZES:
-        for what in ("base", "long", "short", "hybrid", "rl_long", "rl_short", "rl_hybrid"):
-            def fn(size=size, what=what) -> EvalRecipe:
-                return paper_eval(size, what)
-
-            fn.__name__ = f"{size}_eval_{what}"
-            if what == "base":
-                fn.__doc__ = f"{size}: evaluate the base model {PAPER_SIZES[size]['hf']}, few-shot, 13 benchmarks"
-            elif what.startswith("rl_"):
-                fn.__doc__ = (f"{size}: evaluate GRPO from the '{what[3:]}' branch (its RUN/hf), zero-shot orz "
-                              "template, 13 benchmarks")
-            else:
-                fn.__doc__ = f"{size}: evaluate the '{what}' decay branch (its HF export), few-shot, 13 benchmarks"
-            recipe(fn)
-
-        def rl(size=size) -> EvalRecipe:
-            cfg = paper_eval(size, "rl_long")
-            cfg.name, cfg.out = f"{size}_eval_rl", f"{env_dir('OCTOMEGA_RUNS')}/eval/{size}_eval_rl"
-            return cfg
-
-        rl.__name__ = f"{size}_eval_rl"
-        rl.__doc__ = f"{size}: evaluate GRPO from the long branch (= {size}_eval_rl_long, its own output dir)"
-        recipe(rl)
+def _doc(name: str, size: str, what: str) -> str:
+    if name != f"{size}_eval_{what}":
+        return f"{size}: evaluate GRPO from the {what[3:]} branch (= {size}_eval_{what}, its own output dir)"
+    if what == "base":
+        return f"{size}: evaluate the base model {PAPER_SIZES[size]['hf']}, few-shot, 13 benchmarks"
+    if what.startswith("rl_"):
+        return f"{size}: evaluate GRPO from the '{what[3:]}' branch (its RUN/hf), zero-shot orz template, 13 benchmarks"
+    return f"{size}: evaluate the '{what}' decay branch (its HF export), few-shot, 13 benchmarks"
 
 
-_register()
+for _name, (_size, _what) in PAPER_EVALS.items():
+    register(_name, "eval", partial(paper_eval, _size, _what, _name), _doc(_name, _size, _what))

@@ -14,9 +14,10 @@ Paths come from the environment so the same recipe runs anywhere:
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 from octomega.config import ModelConfig, RopeScaling, RunConfig
-from recipes import env_dir, recipe
+from recipes import env_dir, register
 
 SEQ = 8192
 GLOBAL_BATCH = 512  # sequences: 512 x 8,192 = 4,194,304 tokens per step
@@ -44,11 +45,29 @@ def llama_model(size: str) -> ModelConfig:
 
 # Per size: peak LR (MegaMath Table 13: 1B 5e-5, 3B 3e-5; 8B 3e-5 assumed), HF base model dir, and a layout
 # for 8xH100 (80 GB) nodes. 1B/3B: pure data parallel with the distributed optimizer; 3B recomputes
-# selectively; 8B: TP=2 with sequence parallelism. micro-batch 1 (one 8k sequence) everywhere.
+# selectively; 8B: TP=2 with sequence parallelism. micro-batch 1 (one 8k sequence) everywhere. `stable`: the
+# size's stable recipe, which its decay branches start from.
 SIZES = {
-    "1b": dict(lr=5e-5, hf="Llama-3.2-1B", tp=1, recompute="none"),
-    "3b": dict(lr=3e-5, hf="Llama-3.2-3B", tp=1, recompute="selective"),
-    "8b": dict(lr=3e-5, hf="Llama-3.1-8B", tp=2, recompute="selective"),  # 8B LR: assumed (docs/recipe.md)
+    "1b": dict(lr=5e-5, hf="Llama-3.2-1B", tp=1, recompute="none", stable="llama32_1b_stable"),
+    "3b": dict(lr=3e-5, hf="Llama-3.2-3B", tp=1, recompute="selective", stable="llama32_3b_stable"),
+    # 8B LR: assumed (docs/recipe.md)
+    "8b": dict(lr=3e-5, hf="Llama-3.1-8B", tp=2, recompute="selective", stable="llama31_8b_stable"),
+}
+
+# The recipes: name -> (size, stage), the stage being "stable" or the decay branch (long | short | hybrid).
+PAPER_TRAIN = {
+    "llama32_1b_stable": ("1b", "stable"),
+    "llama32_1b_decay_long": ("1b", "long"),
+    "llama32_1b_decay_short": ("1b", "short"),
+    "llama32_1b_decay_hybrid": ("1b", "hybrid"),
+    "llama32_3b_stable": ("3b", "stable"),
+    "llama32_3b_decay_long": ("3b", "long"),
+    "llama32_3b_decay_short": ("3b", "short"),
+    "llama32_3b_decay_hybrid": ("3b", "hybrid"),
+    "llama31_8b_stable": ("8b", "stable"),
+    "llama31_8b_decay_long": ("8b", "long"),
+    "llama31_8b_decay_short": ("8b", "short"),
+    "llama31_8b_decay_hybrid": ("8b", "hybrid"),
 }
 
 
@@ -92,23 +111,20 @@ def _decay(size: str, stable: RunConfig, branch: str) -> RunConfig:
     return cfg
 
 
-def _register(size: str, prefix: str) -> None:
-    def stable() -> RunConfig:
-        return _stable(size, f"{prefix}_stable")
-
-    stable.__name__ = f"{prefix}_stable"
-    stable.__doc__ = (f"{prefix}: stable stage, 200B tokens (47,684 steps x 4.19M tokens) at constant LR "
-                      f"{SIZES[size]['lr']:g}, from HF {SIZES[size]['hf']}")
-    recipe(stable)
-    for branch in ("long", "short", "hybrid"):
-        def decay(branch=branch) -> RunConfig:
-            return _decay(size, stable(), branch)
-
-        decay.__name__ = f"{prefix}_decay_{branch}"
-        decay.__doc__ = f"{prefix}: decay branch '{branch}', 20B tokens (4,769 steps), cosine to 10% of the stable LR"
-        recipe(decay)
+def paper_train(name: str) -> RunConfig:
+    """The PAPER_TRAIN recipe `name`: a stable stage, or a decay branch of its size's stable recipe."""
+    size, stage = PAPER_TRAIN[name]
+    stable = _stable(size, SIZES[size]["stable"])
+    return stable if stage == "stable" else _decay(size, stable, stage)
 
 
-_register("1b", "llama32_1b")
-_register("3b", "llama32_3b")
-_register("8b", "llama31_8b")
+def _doc(size: str, stage: str) -> str:
+    prefix = SIZES[size]["stable"].removesuffix("_stable")
+    if stage == "stable":
+        return (f"{prefix}: stable stage, 200B tokens (47,684 steps x 4.19M tokens) at constant LR "
+                f"{SIZES[size]['lr']:g}, from HF {SIZES[size]['hf']}")
+    return f"{prefix}: decay branch '{stage}', 20B tokens (4,769 steps), cosine to 10% of the stable LR"
+
+
+for _name, (_size, _stage) in PAPER_TRAIN.items():
+    register(_name, "train", partial(paper_train, _name), _doc(_size, _stage))

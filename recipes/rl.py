@@ -19,10 +19,11 @@ max 256 new tokens, the mid-training "Question: ...\\nAnswer:" template, a 120 s
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from octomega.config import ConfigError
 from octomega.rl.config import RLConfig
-from recipes import env_dir, recipe
+from recipes import env_dir, register
 
 PAPER_SIZES = {  # model-parallel layout per size on 8 x H100 80 GB nodes (assumed, as the pre-training recipes)
     "llama32_1b": dict(hf="Llama-3.2-1B", tp=1),
@@ -37,9 +38,33 @@ STAIRS = {
 }
 
 
-def paper_rl(size: str, branch: str, algo: str = "grpo") -> RLConfig:
+# The paper-scale recipes: name -> (size, starting point: a decay branch or "base", algorithm).
+PAPER_RL = {
+    "llama32_1b_rl_grpo_long": ("llama32_1b", "long", "grpo"),
+    "llama32_1b_rl_grpo_short": ("llama32_1b", "short", "grpo"),
+    "llama32_1b_rl_grpo_hybrid": ("llama32_1b", "hybrid", "grpo"),
+    "llama32_1b_rl_grpo_base": ("llama32_1b", "base", "grpo"),
+    "llama32_1b_rl_grpo": ("llama32_1b", "long", "grpo"),  # = llama32_1b_rl_grpo_long under its own run dir
+    "llama32_1b_rl_ppo": ("llama32_1b", "long", "ppo"),
+    "llama32_3b_rl_grpo_long": ("llama32_3b", "long", "grpo"),
+    "llama32_3b_rl_grpo_short": ("llama32_3b", "short", "grpo"),
+    "llama32_3b_rl_grpo_hybrid": ("llama32_3b", "hybrid", "grpo"),
+    "llama32_3b_rl_grpo_base": ("llama32_3b", "base", "grpo"),
+    "llama32_3b_rl_grpo": ("llama32_3b", "long", "grpo"),
+    "llama32_3b_rl_ppo": ("llama32_3b", "long", "ppo"),
+    "llama31_8b_rl_grpo_long": ("llama31_8b", "long", "grpo"),
+    "llama31_8b_rl_grpo_short": ("llama31_8b", "short", "grpo"),
+    "llama31_8b_rl_grpo_hybrid": ("llama31_8b", "hybrid", "grpo"),
+    "llama31_8b_rl_grpo_base": ("llama31_8b", "base", "grpo"),
+    "llama31_8b_rl_grpo": ("llama31_8b", "long", "grpo"),
+    "llama31_8b_rl_ppo": ("llama31_8b", "long", "ppo"),
+}
+
+
+def paper_rl(size: str, branch: str, algo: str = "grpo", name: str | None = None) -> RLConfig:
+    """RL of `size` from decay branch `branch` (or "base": the base model); `name` default <size>_rl_<algo>_<branch>."""
     data, models, runs = env_dir("OCTOMEGA_DATA"), env_dir("OCTOMEGA_MODELS"), env_dir("OCTOMEGA_RUNS")
-    name = f"{size}_rl_{algo}_{branch}"
+    name = name or f"{size}_rl_{algo}_{branch}"
     cfg = RLConfig(name=name, run_dir=f"{runs}/{name}")
     cfg.algo.name = algo
     cfg.init.hf_path = (f"{models}/{PAPER_SIZES[size]['hf']}" if branch == "base"
@@ -57,40 +82,17 @@ def paper_rl(size: str, branch: str, algo: str = "grpo") -> RLConfig:
     return cfg
 
 
-def _register_paper() -> None:
-    for size in PAPER_SIZES:
-        for branch in ("long", "short", "hybrid", "base"):
-            def fn(size=size, branch=branch) -> RLConfig:
-                return paper_rl(size, branch)
-
-            fn.__name__ = f"{size}_rl_grpo_{branch}"
-            start = "the base model" if branch == "base" else f"the '{branch}' decay branch (HF export)"
-            fn.__doc__ = (f"{size}: GRPO from {start}; 128 prompts x 16, 2 updates/step at LR 1e-6, "
-                          f"stair {STAIRS[branch]}")
-            recipe(fn)
-
-        def default(size=size) -> RLConfig:
-            cfg = paper_rl(size, "long")
-            cfg.name = f"{size}_rl_grpo"
-            cfg.run_dir = f"{env_dir('OCTOMEGA_RUNS')}/{cfg.name}"
-            return cfg
-
-        default.__name__ = f"{size}_rl_grpo"
-        default.__doc__ = f"{size}: GRPO from the long decay branch (= {size}_rl_grpo_long under its own run dir)"
-        recipe(default)
-
-        def ppo(size=size) -> RLConfig:
-            cfg = paper_rl(size, "long", "ppo")
-            cfg.name = f"{size}_rl_ppo"
-            cfg.run_dir = f"{env_dir('OCTOMEGA_RUNS')}/{cfg.name}"
-            return cfg
-
-        ppo.__name__ = f"{size}_rl_ppo"
-        ppo.__doc__ = f"{size}: PPO (critic from the actor, LR 1e-5; GAE gamma 1, lambda 1) from the long branch"
-        recipe(ppo)
+def _paper_doc(name: str, size: str, branch: str, algo: str) -> str:
+    if algo == "ppo":
+        return f"{size}: PPO (critic from the actor, LR 1e-5; GAE gamma 1, lambda 1) from the {branch} branch"
+    if name != f"{size}_rl_{algo}_{branch}":
+        return f"{size}: GRPO from the {branch} decay branch (= {size}_rl_{algo}_{branch} under its own run dir)"
+    start = "the base model" if branch == "base" else f"the '{branch}' decay branch (HF export)"
+    return f"{size}: GRPO from {start}; 128 prompts x 16, 2 updates/step at LR 1e-6, stair {STAIRS[branch]}"
 
 
-_register_paper()
+for _name, (_size, _branch, _algo) in PAPER_RL.items():
+    register(_name, "rl", partial(paper_rl, _size, _branch, _algo, _name), _paper_doc(_name, _size, _branch, _algo))
 
 
 # --------------------------------------------------------------------------------------------------- tiny
@@ -132,24 +134,23 @@ def tiny_rl(branch: str, algo: str = "grpo") -> RLConfig:
     return cfg
 
 
-for _branch in ("short", "long", "hybrid", "web"):
-    def _fn(branch=_branch) -> RLConfig:
-        return tiny_rl(branch)
+# The tiny recipes: name -> (starting decay branch, algorithm).
+TINY_RL = {
+    "tiny_rl_grpo_short": ("short", "grpo"),
+    "tiny_rl_grpo_long": ("long", "grpo"),
+    "tiny_rl_grpo_hybrid": ("hybrid", "grpo"),
+    "tiny_rl_grpo_web": ("web", "grpo"),
+    "tiny_rl_ppo_short": ("short", "ppo"),
+    "tiny_rl_ppo_long": ("long", "ppo"),
+}
 
-    _fn.__name__ = f"tiny_rl_grpo_{_branch}"
-    _fn.__doc__ = (f"tiny GRPO from tiny_decay_{_branch}: 16 prompts x 8, 2 updates/step, Adam 5e-5, 256 new tokens, "
-                   f"{TINY_BUDGET_S:.0f} s")
-    recipe(_fn)
 
-
-for _branch in ("short", "long"):
-    def _ppo(branch=_branch) -> RLConfig:
-        return tiny_rl(branch, "ppo")
-
-    _ppo.__name__ = f"tiny_rl_ppo_{_branch}"
-    _ppo.__doc__ = (f"tiny PPO from tiny_decay_{_branch}: critic from the actor (fresh value head), GAE gamma 1 "
-                    f"lambda 1, {TINY_BUDGET_S:.0f} s")
-    recipe(_ppo)
+def _tiny_doc(branch: str, algo: str) -> str:
+    if algo == "ppo":
+        return (f"tiny PPO from tiny_decay_{branch}: critic from the actor (fresh value head), GAE gamma 1 "
+                f"lambda 1, {TINY_BUDGET_S:.0f} s")
+    return (f"tiny GRPO from tiny_decay_{branch}: 16 prompts x 8, 2 updates/step, Adam 5e-5, 256 new tokens, "
+            f"{TINY_BUDGET_S:.0f} s")
 
 
 def ensure_tiny_start(cfg: RLConfig) -> None:
@@ -157,7 +158,7 @@ def ensure_tiny_start(cfg: RLConfig) -> None:
     from recipes.tiny import ensure_data
 
     ensure_data()
-    from octomega.train.checkpoint import latest_complete
+    from octomega.checkpoint import latest_complete
 
     src = cfg.init.from_checkpoint
     if src and latest_complete(src) is None:
@@ -165,3 +166,6 @@ def ensure_tiny_start(cfg: RLConfig) -> None:
         raise ConfigError(f"{src} holds no checkpoint yet: run `octomega train tiny_stable` and `octomega train "
                           f"{branch}` first (or `octomega pipeline tiny`)")
 
+
+for _name, (_branch, _algo) in TINY_RL.items():
+    register(_name, "rl", partial(tiny_rl, _branch, _algo), _tiny_doc(_branch, _algo), prepare=ensure_tiny_start)

@@ -22,13 +22,18 @@ def tiny_root() -> Path:
     return Path(env_dir("OCTOMEGA_TINY_ROOT"))
 
 
+def _build_data(cfg: RunConfig) -> None:
+    """The tiny recipes' `prepare`: their synthetic corpora are built on first use (ensure_data, below)."""
+    ensure_data(cfg)
+
+
 def tiny_model() -> ModelConfig:
     return ModelConfig(name="tiny", num_layers=4, hidden_size=128, ffn_hidden_size=512, num_attention_heads=4,
                        num_query_groups=2, vocab_size=512, make_vocab_size_divisible_by=128,
                        max_position_embeddings=2048, rope_theta=10000.0, tie_embeddings=True)
 
 
-@recipe
+@recipe("train", prepare=_build_data)
 def tiny_stable() -> RunConfig:
     """tiny Llama (1M params), stable stage: 800 steps x 4,096 tokens at constant LR 1.5e-3 after 50 warm-up steps."""
     root = tiny_root()
@@ -66,25 +71,25 @@ def _tiny_decay(branch: str) -> RunConfig:
     return cfg
 
 
-@recipe
+@recipe("train", prepare=_build_data)
 def tiny_decay_long() -> RunConfig:
     """tiny decay branch, long CoT: 350 steps, cosine to 10% of the stable LR, 40% web + 60% long-CoT QA."""
     return _tiny_decay("long")
 
 
-@recipe
+@recipe("train", prepare=_build_data)
 def tiny_decay_short() -> RunConfig:
     """tiny decay branch, short CoT: 350 steps, cosine to 10% of the stable LR, 40% web + 60% short-CoT QA."""
     return _tiny_decay("short")
 
 
-@recipe
+@recipe("train", prepare=_build_data)
 def tiny_decay_hybrid() -> RunConfig:
     """tiny decay branch, hybrid: 350 steps, cosine to 10%, 40% web + 30% long + 30% short-CoT QA."""
     return _tiny_decay("hybrid")
 
 
-@recipe
+@recipe("train", prepare=_build_data)
 def tiny_decay_web() -> RunConfig:
     """tiny "stable-only" control: a compute-matched decay on web text only (no QA)."""
     return _tiny_decay("web")

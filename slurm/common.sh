@@ -295,6 +295,8 @@ om_train_job() {
   case "$status" in
     complete|stopped) om_event "finished: $status (checkpoint $after)"; exit 0 ;;
     time_budget) om_requeue "the run stopped at its time budget (checkpoint $after)" ;;
+    # a non-finite loss or grad norm: a requeue would resume and diverge again (the error is in the step's log)
+    diverged) om_event "failed: the run diverged (checkpoint $after), not requeued: see $status_name"; exit 3 ;;
   esac
   if [ -n "$OM_WARNED" ]; then
     if [ "$status" = interrupted ] || [ "$after" != "$before" ]; then
@@ -356,9 +358,9 @@ import recipes
 from octomega.eval.cli import main
 
 name, options = sys.argv[1], sys.argv[2:]
-names = [n for n, _ in recipes.describe()]
+names = [r.name for r in recipes.entries()]
 if name not in names:
-    print(", ".join(difflib.get_close_matches(name, [n for n in names if "_eval_" in n], n=3)))
+    print(", ".join(difflib.get_close_matches(name, [r.name for r in recipes.entries("eval")], n=3)))
     sys.exit(3)
 resolved = io.StringIO()
 with contextlib.redirect_stdout(resolved):

@@ -14,6 +14,8 @@ import json
 import sys
 import time
 
+from octomega.launch import DEBUG_HELP, report_input_errors
+
 DTYPES = ("bf16", "fp32")
 
 
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=2)
     c.add_argument("--seq-len", type=int, default=64)
     c.add_argument("--seed", type=int, default=0)
+    for command in (a, b, c):
+        command.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -79,32 +83,30 @@ def _log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from octomega.config import ConfigError
-    from octomega.convert import commands
-    from octomega.convert.hf_io import ConvertError
+    return report_input_errors(f"octomega convert {args.command}", lambda: _run(args), debug=args.debug)
 
-    try:
-        if args.command == "hf-to-mcore":
-            commands.hf_to_mcore(args.hf_dir, args.out_dir, tp=args.tp, pp=args.pp, dtype=_dtype(args.dtype),
-                                 overwrite=args.overwrite, log=_log)
-        elif args.command == "mcore-to-hf":
-            commands.mcore_to_hf(args.ckpt_dir, args.out_dir, dtype=_dtype(args.dtype), iteration=args.iteration,
-                                 tokenizer=args.tokenizer, max_shard_size=args.max_shard_size,
-                                 allow_no_tokenizer=args.no_tokenizer, overwrite=args.overwrite, log=_log)
-        else:
-            r = commands.verify(args.hf_dir, args.ckpt_dir, iteration=args.iteration, dtype=_dtype(args.dtype),
-                                batch=args.batch, seq_len=args.seq_len, seed=args.seed, atol=args.atol, log=_log)
-            print(f"max |logit difference| = {r['max_abs_diff']:.3e} (tolerance {r['tolerance']:.1e}, "
-                  f"{r['dtype']}); mean {r['mean_abs_diff']:.3e}; argmax agreement {r['argmax_agreement']:.4f}; "
-                  f"largest |logit| {r['max_abs_logit']:.2f}")
-            print(json.dumps(r), flush=True)
-            if not r["ok"]:
-                print("octomega convert verify: FAILED: the logits differ beyond the tolerance", file=sys.stderr)
-                return 1
-            print("OK")
-    except (ConvertError, ConfigError) as e:
-        print(f"octomega convert {args.command}: error: {e}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    from octomega.convert import commands
+
+    if args.command == "hf-to-mcore":
+        commands.hf_to_mcore(args.hf_dir, args.out_dir, tp=args.tp, pp=args.pp, dtype=_dtype(args.dtype),
+                             overwrite=args.overwrite, log=_log)
+    elif args.command == "mcore-to-hf":
+        commands.mcore_to_hf(args.ckpt_dir, args.out_dir, dtype=_dtype(args.dtype), iteration=args.iteration,
+                             tokenizer=args.tokenizer, max_shard_size=args.max_shard_size,
+                             allow_no_tokenizer=args.no_tokenizer, overwrite=args.overwrite, log=_log)
+    else:
+        r = commands.verify(args.hf_dir, args.ckpt_dir, iteration=args.iteration, dtype=_dtype(args.dtype),
+                            batch=args.batch, seq_len=args.seq_len, seed=args.seed, atol=args.atol, log=_log)
+        print(f"max |logit difference| = {r['max_abs_diff']:.3e} (tolerance {r['tolerance']:.1e}, "
+              f"{r['dtype']}); mean {r['mean_abs_diff']:.3e}; argmax agreement {r['argmax_agreement']:.4f}; "
+              f"largest |logit| {r['max_abs_logit']:.2f}")
+        print(json.dumps(r), flush=True)
+        if not r["ok"]:
+            print("octomega convert verify: FAILED: the logits differ beyond the tolerance", file=sys.stderr)
+            return 1
+        print("OK")
     return 0
 
 

@@ -11,7 +11,7 @@ checkpoint is written with (a multiple of 128 x TP rows, the shape `octomega tra
 recorded with --pp in its octomega.json.
 
 Outputs are atomic: written into a hidden sibling directory, renamed to OUT_DIR only once complete; a failure
-removes it. Checkpoints follow octomega.train.checkpoint's contract (iter_0000000/ with octomega.json and the
+removes it. Checkpoints follow octomega.checkpoint's contract (iter_0000000/ with octomega.json and the
 COMPLETE marker written last), so `octomega train` starts from them (init.from_checkpoint=OUT_DIR with
 init.reset_optimizer=true: a converted checkpoint has no optimizer state).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from octomega.config import ConfigError, ModelConfig, ParallelConfig, RunConfig, from_dict, to_dict
+from octomega.config import ConfigError, ModelConfig, ParallelConfig, RunConfig, from_dict, load_hf_config, to_dict
 from octomega.convert.hf_io import (
     ConvertError,
     HFCheckpoint,
@@ -177,7 +177,7 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, *, tp: int = 1, pp: int
 
 
 def _resolve(ckpt_dir, iteration):
-    from octomega.train.checkpoint import resolve
+    from octomega.checkpoint import resolve
 
     try:
         return resolve(ckpt_dir, iteration)
@@ -187,8 +187,7 @@ def _resolve(ckpt_dir, iteration):
 
 def read_checkpoint_config(it_dir: Path) -> tuple[ModelConfig, dict]:
     """(resolved ModelConfig, the RunConfig dict) from an iter dir's octomega.json."""
-    from octomega.model.llama import load_hf_config
-    from octomega.train.checkpoint import META
+    from octomega.checkpoint import META
 
     meta_path = it_dir / META
     if not meta_path.exists():
@@ -207,7 +206,7 @@ def load_checkpoint_model(ckpt_dir, *, iteration: int | None = None, dtype: torc
                           log: Log = None):
     """(TP=1/PP=1 model loaded from a complete checkpoint, its ModelConfig, iter dir, run config dict): the
     whole model in memory (verify and tests; the conversions stream instead)."""
-    from octomega.train.checkpoint import load_checkpoint
+    from octomega.checkpoint import load_checkpoint
 
     it_dir = _resolve(ckpt_dir, iteration)
     cfg, run = read_checkpoint_config(it_dir)

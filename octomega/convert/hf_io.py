@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from octomega.config import ModelConfig
+from octomega.config import ModelConfig, load_hf_config
 from octomega.convert.mapping import LlamaShape
 
 INDEX = "model.safetensors.index.json"
@@ -126,8 +126,6 @@ class HFCheckpoint:
 
 def read_hf_config(hf_dir: str | Path) -> tuple[ModelConfig, dict]:
     """(ModelConfig of the HF Llama, the raw config.json); another architecture is a ConfigError."""
-    from octomega.model.llama import load_hf_config
-
     path = Path(hf_dir) / "config.json"
     if not path.exists():
         raise ConvertError(f"{hf_dir}: no config.json (expected a Hugging Face model directory)")

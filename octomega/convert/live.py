@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from octomega.config import ModelConfig
+from octomega.config import ModelConfig, load_hf_config
 from octomega.convert.hf_io import ConvertError, HFCheckpoint, read_hf_config
 from octomega.convert.mapping import LlamaShape, fuse_qkv, hf_layer_names, layer_params, split_fc1_shards, split_qkv
 
@@ -197,8 +197,6 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
     chunks = _chunks(model_chunks)
     cfg = model_cfg or model_config_of(chunks[0])
     if cfg.hf_config:
-        from octomega.model.llama import load_hf_config
-
         cfg = load_hf_config(copy.deepcopy(cfg))
     s = LlamaShape.of(cfg)
     ref = next(p for c in chunks for p in c.parameters() if p.dim() == 2)  # norms may be fp32 in a bf16 model

@@ -94,9 +94,9 @@ def hf_producer(ckpt: HFCheckpoint, s: LlamaShape) -> Produce:
 
 
 def write_checkpoint(save_dir: Path, iteration: int, model, produce: Produce, meta: dict) -> Path:
-    """The checkpoint contract of octomega.train.checkpoint (iter dir, octomega.json, COMPLETE written last,
+    """The checkpoint contract of octomega.checkpoint (iter dir, octomega.json, COMPLETE written last,
     latest_checkpointed_iteration.txt), model weights only, streamed through `produce`."""
-    from octomega.train.checkpoint import MARKER, META, TRACKER, iter_dir
+    from octomega.checkpoint import MARKER, META, TRACKER, iter_dir
 
     target = iter_dir(save_dir, iteration)
     target.mkdir(parents=True)

@@ -5,7 +5,8 @@
     octomega eval compare RUN_DIR... [--out DIR] [--verdict harness|math_verify]
     octomega eval selfcheck [--benchmarks a,b] [--limit N] [--data-dir DIR]
     octomega eval list [--data-dir DIR]
-Also ``python -m octomega.eval ...``. Exit status: 0 done, 2 bad input (the message says what to fix).
+Also ``python -m octomega.eval ...``. Exit status: 0 done, 2 bad input (the message says what to fix; --debug adds
+its traceback).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from octomega.eval.benchmarks import BENCHMARKS, DEFAULT_SUITE, get_benchmark
 from octomega.eval.data import BenchmarkDataError, default_data_dir, load_items, test_file
 from octomega.eval.prompts import SUITES, prompt_for
-from octomega.eval.records import RecordFileError
+from octomega.launch import DEBUG_HELP, report_input_errors
 
 
 def _benchmarks(arg: str | None) -> list[str] | None:
@@ -32,7 +33,7 @@ def eval_parser() -> argparse.ArgumentParser:
                                 epilog="Subcommands: `octomega eval compare RUN_DIR...`, `octomega eval selfcheck`, "
                                        "`octomega eval list`.")
     p.add_argument("model", help="Hugging Face model directory (hf, vllm), Megatron checkpoint (megatron), or an "
-                                 "evaluation recipe (`octomega recipes`: *_eval_*), whose settings the options "
+                                 "evaluation recipe (`octomega recipes --kind eval`), whose settings the options "
                                  "given here override")
     p.add_argument("--suite", choices=SUITES, default="base-fewshot",
                    help="base-fewshot: the harness's few-shot prompts (base models); rl-zeroshot: the RL stage's "
@@ -56,6 +57,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="DIR/<benchmark>/test.jsonl (default: $OCTOMEGA_BENCHMARKS, else the "
                                       "test sets shipped in octomega/eval/testsets)")
     p.add_argument("--hub", action="store_true", help="download test sets from the Hugging Face hub (needs datasets)")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP + " (any `octomega eval` command)")
     p.add_argument("--out", help="output directory (default runs/eval/<model>-<suite>)")
     p.add_argument("--name", help="model label in reports (default: the model directory's name)")
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out instead of resuming it")
@@ -70,16 +72,11 @@ def _eval_recipe(name: str):
     if Path(name).exists() or "/" in name:
         return None
     import recipes
-    from recipes.evals import EvalRecipe
 
     try:
-        r = recipes.get(name)
-    except KeyError:
+        return recipes.get(name, "eval")  # another kind of recipe: a ConfigError naming the command that runs it
+    except recipes.UnknownRecipe:
         return None
-    if not isinstance(r, EvalRecipe):
-        raise ValueError(f"{name!r} is not an evaluation recipe (it is a {type(r).__name__}); evaluation recipes "
-                         "are named *_eval_*, see `octomega recipes`")
-    return r
 
 
 def parse_eval_args(argv: list[str]) -> argparse.Namespace:
@@ -217,11 +214,16 @@ def cmd_list(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     commands = {"compare": cmd_compare, "selfcheck": cmd_selfcheck, "list": cmd_list}
-    try:
+
+    def run() -> int:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return cmd_eval(argv)
-    except (ValueError, FileNotFoundError, BenchmarkDataError, RecordFileError) as e:
-        print(f"octomega eval: error: {e}", file=sys.stderr)
-        return 2
+
+    # Besides octomega's own error classes (BenchmarkDataError, RecordFileError, ConfigError, ...), the generate and
+    # eval APIs report bad input as ValueError (an unknown benchmark or backend, a path that is no model directory)
+    # and FileNotFoundError: one line as well; --debug shows where it came from.
+    return report_input_errors("octomega eval", run, debug=debug, also=(ValueError, FileNotFoundError))

@@ -106,8 +106,10 @@ def harness_strip(s: object) -> str:
     s = re.sub(r"\\mbox{.*?}", "", s)
     if "j" in s and "i" not in s:  # engineers' imaginary unit
         s = s.replace("j", "i")
-    s = re.sub(r"(\d+)\.0+([^\d])", r"\1\2", s)  # 2.000x -> 2x
-    s = re.sub(r"(\d+)\.0+$", r"\1", s)  # 2.00 -> 2
+    # A match starts only at the start of a digit run, and runs are taken whole: the plain backtracking forms were
+    # quadratic on a long digit string (minutes for 20k digits, as a pathological completion can hold).
+    s = re.sub(r"(?<!\d)(\d++)\.0++([^\d])", r"\1\2", s)  # 2.000x -> 2x
+    s = re.sub(r"(?<!\d)(\d++)\.0++$", r"\1", s)  # 2.00 -> 2
     if not s:
         return s
     if s[0] == ".":

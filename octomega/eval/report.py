@@ -51,6 +51,9 @@ def benchmark_metrics(bench, records: list[dict], prompt_tag: str, n_items: int)
         if (r.get("meta") or {}).get("level") is not None:
             levels[str(r["meta"]["level"])].append(r)
     out["levels"] = {lv: {"n": len(rs), **_acc(rs, "harness")} for lv, rs in sorted(levels.items())}
+    # completions (greedy and sampled) whose grader was stopped at its time limit: counted wrong above
+    out["grading_timeouts"] = {v: sum((r.get("grading") or {}).get(v) == "timeout" for r in records)
+                               for v in ("harness", "math_verify")}
     if sampled:
         per_item: dict[str, list[dict]] = defaultdict(list)
         for r in sampled:
@@ -92,6 +95,11 @@ def markdown_table(results: dict) -> str:
                   for t, lv, v in level_rows]
     if results.get("skipped"):
         lines += ["", "Skipped: " + ", ".join(f"{k} ({v})" for k, v in results["skipped"].items())]
+    late = [(b["title"], b["grading_timeouts"]) for b in results["benchmarks"].values()
+            if any((b.get("grading_timeouts") or {}).values())]
+    if late:
+        lines += ["", "Verdicts stopped at the grading time limit (counted wrong; harness / math-verify): " +
+                  ", ".join(f"{t} {g['harness']} / {g['math_verify']}" for t, g in late)]
     gen = results.get("generation", {})
     lines += ["", f"Greedy decoding, max {gen.get('max_new_tokens')} new tokens; accuracy = share of greedy "
               "completions the harness grades correct; CI = Wilson 95%; avg@K = mean accuracy of K samples "

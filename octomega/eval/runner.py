@@ -17,7 +17,7 @@ from typing import Sequence
 
 from octomega.eval.benchmarks import DEFAULT_SUITE, Benchmark, Item, get_benchmark
 from octomega.eval.data import BenchmarkDataError, load_items
-from octomega.eval.grader import extract_answer, grade, math_verify_grade
+from octomega.eval.grader import extract_answer_within, grade_verdict, math_verify_verdict
 from octomega.eval.prompts import PromptSpec, prompt_for
 from octomega.eval.records import append_records, read_records, write_json
 from octomega.eval.report import benchmark_metrics, write_report
@@ -43,6 +43,8 @@ class EvalSettings:
     """items generated, graded and written together (the crash-loss granularity)."""
     mv_timeout_s: float = 5.0
     grade_timeout_s: float = 15.0
+    """grading budgets per completion (math-verify, harness); past them the grader is stopped and the completion
+    counts as wrong (counted in grading_timeouts)."""
 
     def new_tokens(self) -> int:
         return self.max_new_tokens or (1024 if self.suite == "base-fewshot" else 2048)
@@ -57,12 +59,15 @@ def _settings_key(settings: EvalSettings, spec: PromptSpec, bench: Benchmark, mo
 
 def _score(bench: Benchmark, item: Item, text: str, settings: EvalSettings) -> dict:
     q = item.question
+    h = grade_verdict(text, item.gold, bench, question=q, suite=settings.suite, timeout_s=settings.grade_timeout_s)
+    m = math_verify_verdict(text, item.gold, timeout_s=settings.mv_timeout_s, letters=bench.letters)
+    extracted, x = extract_answer_within(text, bench, question=q, suite=settings.suite,
+                                         timeout_s=settings.grade_timeout_s)
     return {
-        "extracted": extract_answer(text, bench, question=q, suite=settings.suite),
-        "verdicts": {
-            "harness": grade(text, item.gold, bench, question=q, suite=settings.suite, timeout_s=settings.grade_timeout_s),
-            "math_verify": math_verify_grade(text, item.gold, timeout_s=settings.mv_timeout_s, letters=bench.letters),
-        },
+        "extracted": extracted,
+        "verdicts": {"harness": h.correct, "math_verify": m.correct},
+        # "timeout": the grader was stopped at its budget and the verdict is "wrong" (extract: display only)
+        "grading": {"harness": h.status, "math_verify": m.status, "extract": x},
     }
 
 
@@ -155,9 +160,15 @@ def run_eval(generator: Generator, benchmarks: Sequence[str] | None, suite: str,
             print(f"warning: skipping {bench.name}: {e}", file=sys.stderr)
             results["skipped"][bench.name] = str(e)
     for bench, items in loaded:
-        results["benchmarks"][bench.name] = eval_benchmark(
+        metrics = results["benchmarks"][bench.name] = eval_benchmark(
             generator, bench, items, settings, out / bench.name, model=model_name, progress=progress,
             overwrite=overwrite)
+        late = metrics.get("grading_timeouts") or {}
+        if any(late.values()):
+            print(f"warning: {bench.name}: {late.get('harness', 0)} harness / {late.get('math_verify', 0)} "
+                  f"math-verify verdicts ran past the grading time limit ({settings.grade_timeout_s:g} s / "
+                  f"{settings.mv_timeout_s:g} s) and count as wrong; see grading_timeouts in results.json",
+                  file=sys.stderr)
         write_report(out, results)  # partial results survive a crash in a later benchmark
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_report(out, results)

@@ -31,7 +31,7 @@ def check_hf_model_dir(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"model path {str(p)!r} does not exist")
     if not p.is_dir():
         raise ValueError(f"model path {str(p)!r} is a file; pass a Hugging Face model directory")
-    from octomega.train.checkpoint import is_checkpoint_path
+    from octomega.checkpoint import is_checkpoint_path
 
     if is_checkpoint_path(p):  # a run dir has a config.json too: octomega's, not an HF one
         raise ValueError(f"{str(p)!r} is an octomega run or Megatron checkpoint, not a Hugging Face model directory: "

@@ -88,7 +88,7 @@ def load_model(path: str | os.PathLike, *, iteration: int | None = None, dtype: 
     from megatron.core import dist_checkpointing
     from megatron.core import parallel_state as ps
 
-    from octomega.config import ModelConfig, ParallelConfig
+    from octomega.config import ModelConfig, ParallelConfig, load_hf_config
     from octomega.model import build_model
     from octomega.runtime import use_gpu
 
@@ -108,12 +108,11 @@ def load_model(path: str | os.PathLike, *, iteration: int | None = None, dtype: 
             cfg.layer_spec = "local"
         return cfg
 
-    from octomega.train.checkpoint import is_checkpoint_path
+    from octomega.checkpoint import is_checkpoint_path
 
     if (p / "config.json").is_file() and not is_checkpoint_path(p):  # a Hugging Face directory (a run dir has
         # octomega's own config.json beside checkpoints/)
         from octomega.convert import load_hf_into_model
-        from octomega.model import load_hf_config
 
         cfg = generation_ready(load_hf_config(ModelConfig(hf_config=str(p))))
         model = build_model(cfg, parallel, dtype=dtype, on_gpu=on_gpu, device=device, init_weights=False)
@@ -121,7 +120,7 @@ def load_model(path: str | os.PathLike, *, iteration: int | None = None, dtype: 
         return model, p, _read_generation_config(p)
 
     from octomega.convert.commands import find_assets, read_checkpoint_config
-    from octomega.train.checkpoint import load_checkpoint, resolve
+    from octomega.checkpoint import load_checkpoint, resolve
 
     it_dir = resolve(p, iteration)
     cfg, run = read_checkpoint_config(it_dir)

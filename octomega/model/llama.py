@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +11,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
-from octomega.config import ConfigError, ModelConfig, ParallelConfig, RopeScaling
+from octomega.config import ConfigError, ModelConfig, ParallelConfig, RopeScaling, load_hf_config
 from octomega.model.attention import SDPAttention
 
 
@@ -25,64 +22,6 @@ def te_available() -> bool:
         return True
     except Exception:  # ImportError, or a broken CUDA install that fails at import
         return False
-
-
-def load_hf_config(model: ModelConfig) -> ModelConfig:
-    """Return a copy of `model` whose shape comes from `model.hf_config` (an HF Llama config.json or its dir)."""
-    if not model.hf_config:
-        return model
-    path = Path(model.hf_config)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.exists():
-        raise ConfigError(f"model.hf_config: {path} does not exist")
-    hf = json.loads(path.read_text())
-    archs = hf.get("architectures") or []
-    if hf.get("model_type") != "llama" or (archs and "LlamaForCausalLM" not in archs):
-        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r}, architectures {archs} is not a Llama "
-                          "causal LM (octomega builds and converts LlamaForCausalLM only)")
-    # Features LlamaConfig has but octomega's GPTModel does not build: refuse rather than convert wrongly.
-    unsupported = {"attention_bias": False, "mlp_bias": False, "hidden_act": "silu"}
-    for key, ok in unsupported.items():
-        if key in hf and hf[key] not in (ok, None):
-            raise ConfigError(f"{path}: {key}={hf[key]!r} is not supported (octomega's Llama needs {key}={ok!r})")
-    m = copy.deepcopy(model)
-    m.num_layers = hf["num_hidden_layers"]
-    m.hidden_size = hf["hidden_size"]
-    m.ffn_hidden_size = hf["intermediate_size"]
-    m.num_attention_heads = hf["num_attention_heads"]
-    m.num_query_groups = hf.get("num_key_value_heads") or hf["num_attention_heads"]
-    m.head_dim = hf.get("head_dim")
-    m.vocab_size = hf["vocab_size"]
-    # Keys a config.json may omit take LlamaConfig's defaults (not octomega's): 2048, 1e-6, 10000, untied.
-    m.max_position_embeddings = hf.get("max_position_embeddings", 2048)
-    m.norm_eps = hf.get("rms_norm_eps", 1e-6)
-    m.tie_embeddings = bool(hf.get("tie_word_embeddings", False))
-    m.init_std = hf.get("initializer_range", m.init_std)
-    rope_params = hf.get("rope_parameters") or {}  # transformers >= 5 folds theta and scaling in here
-    m.rope_theta = float(hf.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
-    # transformers 5 lets a top-level rope_scaling override rope_parameters; do the same.
-    scaling = hf.get("rope_scaling") or rope_params or None
-    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
-    if (scaling or {}).get("partial_rotary_factor", 1.0) != 1.0 or hf.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ConfigError(f"{path}: partial_rotary_factor != 1 is not supported")
-    if kind not in (None, "default", "llama3"):
-        raise ConfigError(f"{path}: rope_scaling type {kind!r} unsupported (llama3 or none)")
-    if kind == "llama3":
-        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-                   if k not in scaling]
-        if missing:
-            raise ConfigError(f"{path}: llama3 rope_scaling lacks {missing}")
-        m.rope_scaling = RopeScaling(
-            factor=float(scaling["factor"]),
-            low_freq_factor=float(scaling["low_freq_factor"]),
-            high_freq_factor=float(scaling["high_freq_factor"]),
-            original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
-        )
-    else:
-        m.rope_scaling = None
-    m.hf_config = None
-    return m
 
 
 def head_dim(model: ModelConfig) -> int:

@@ -1,8 +1,8 @@
 """Megatron-Core models of the RL stage: the actor (and the pieces the critic and reference model share).
 
-A `Role` is one model on this rank (its pipeline stage, its TP shard) with, when it trains, Megatron's DDP and
-optimizer (built by octomega.train.setup like pre-training's). It runs batches through Megatron's pipeline
-schedules (`get_forward_backward_func`) in two ways:
+A `ModelRunner` is one model (actor, reference or critic) on this rank (its pipeline stage, its TP shard) with,
+when it trains, Megatron's DDP and optimizer (built by octomega.train.setup like pre-training's). It runs batches
+through Megatron's pipeline schedules (`get_forward_backward_func`) in two ways:
 
 - `forward_only(batch, fn)`: per-token outputs (log-probabilities, values) of every row of a step. Each DP rank
   computes its slice; the results are gathered across DP and broadcast from the last pipeline stage, so every
@@ -26,6 +26,7 @@ import torch
 from octomega.config import OptimConfig
 from octomega.rl import algos
 from octomega.rl.batch import PAD_MULTIPLE, TensorBatch, micro_batches, padded_width
+from octomega.train.setup import step_if_finite
 
 
 def optim_config(o) -> OptimConfig:
@@ -94,14 +95,14 @@ def next_token_logprobs(logits, tokens, temperature, entropy=False):
     return shift_right(logp), (shift_right(ent) if ent is not None else None)
 
 
-# ---------------------------------------------------------------------------------------------- the roles
+# -------------------------------------------------------------------------------------- the model runners
 
 
 def _zero_loss(output: torch.Tensor) -> torch.Tensor:
     return output.sum() * 0.0
 
 
-class Role:
+class ModelRunner:
     """One Megatron model on this rank. `model` may be DDP-wrapped (trainable) or bare (frozen reference)."""
 
     def __init__(self, name: str, model, optimizer=None, scheduler=None, *, micro_batch_size: int,
@@ -173,16 +174,18 @@ class Role:
         return out
 
     def train_minibatch(self, batch: TensorBatch, loss_fn, metric_keys: tuple[str, ...]) -> dict[str, float]:
-        """One optimizer update on one mini-batch (all DP ranks pass the same mini-batch; each takes its slice)."""
+        """One optimizer update on one mini-batch (all DP ranks pass the same mini-batch; each takes its slice).
+        `metric_keys[0]` is the loss: when it or the gradients are not finite the update is not applied
+        (octomega.train.setup.step_if_finite; "skipped" 1.0), and the scheduler moves on regardless."""
         width = self.width(batch)
         mbs = micro_batches(self._dp_rows(batch), self.micro_batch_size, width)
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         lr = self.optimizer.param_groups[0]["lr"]
         results = self._run(mbs, loss_fn, forward_only=False, width=width)
-        ok, grad_norm, _ = self.optimizer.step()
-        self.scheduler.step(1)
         metrics = reduce_metrics(results, metric_keys, self.device)
+        ok, grad_norm = step_if_finite(self.model, self.optimizer, metrics[metric_keys[0]])
+        self.scheduler.step(1)
         metrics.update(grad_norm=float(grad_norm or 0.0), lr=lr, skipped=float(not ok))
         return metrics
 
@@ -199,7 +202,7 @@ def reduce_metrics(results: list[dict], keys: tuple[str, ...], device) -> dict[s
     return {k: float(total[i, 0] / total[i, 1].clamp(min=1e-12)) for i, k in enumerate(keys)}
 
 
-def pair(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+def sum_and_count(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """A metric's [sum, count] (detached clones: the schedule scales the loss tensor in place)."""
     return torch.stack([x.detach().clone().float(), n.detach().clone().float()])
 
@@ -241,12 +244,12 @@ def policy_loss_fn(algo, temperature: float):
                 loss = loss + algo.kl_loss_coef * ref_kl
         num, den = algos.agg_terms(loss, mask, algo.loss_agg_mode)
         tokens = mask.sum()
-        metrics = {"pg_loss": pair(num, den),
-                   "pg_clipfrac": pair((stats["clipped"] * mask).sum(), tokens),
-                   "pg_clipfrac_lower": pair((stats["clipped_lower"] * mask).sum(), tokens),
-                   "ppo_kl": pair((stats["approx_kl"] * mask).sum(), tokens),
-                   "entropy": pair((ent.detach() * mask).sum(), tokens),
-                   "ref_kl": pair((ref_kl.detach() * mask).sum(), tokens)}
+        metrics = {"pg_loss": sum_and_count(num, den),
+                   "pg_clipfrac": sum_and_count((stats["clipped"] * mask).sum(), tokens),
+                   "pg_clipfrac_lower": sum_and_count((stats["clipped_lower"] * mask).sum(), tokens),
+                   "ppo_kl": sum_and_count((stats["approx_kl"] * mask).sum(), tokens),
+                   "entropy": sum_and_count((ent.detach() * mask).sum(), tokens),
+                   "ref_kl": sum_and_count((ref_kl.detach() * mask).sum(), tokens)}
         return num, den.round().to(torch.int), metrics
 
     return loss_fn

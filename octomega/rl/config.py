@@ -1,6 +1,6 @@
 """The RL stage's configuration: typed dataclasses whose defaults are OctoThinker's settings (docs/recipe.md, "RL").
 
-Units, as verl defines them (and as `octomega rl RECIPE --dry-run` prints them):
+The batch sizes of a step (`batch_sizes`; verl's units, as `octomega rl RECIPE --dry-run` prints them):
     a step      samples rollout.prompts_per_step prompts x rollout.samples_per_prompt responses
                 (128 x 16 = 2,048 sequences);
     a mini-batch is train.mini_batch_prompts prompts with all their responses (64 x 16 = 1,024 sequences):
@@ -16,7 +16,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
-from octomega.config import ConfigError, LoggingConfig, ModelConfig, NamedRun, ParallelConfig, check_layout, to_json
+from octomega.config import (ConfigError, LoggingConfig, ModelConfig, NamedRun, NonFiniteSteps, ParallelConfig,
+                             check_layout, check_numbers, to_json)
 
 
 @dataclass(kw_only=True)
@@ -139,7 +140,7 @@ class RewardConfig:
 
 
 @dataclass(kw_only=True)
-class RLTrainConfig:
+class RLTrainConfig(NonFiniteSteps):  # on_nonfinite, max_skipped_steps: as pre-training's
     steps: int = 300  # RL steps (assumed: the authors' logged validation runs from step 0 to ~300; docs/recipe.md)
     time_budget_s: float | None = None  # stop (with a checkpoint) after this many seconds of this process
     mini_batch_prompts: int = 64  # prompts per optimizer update, all their samples included (docs/recipe.md: 64)
@@ -209,8 +210,8 @@ class RLConfig(NamedRun):
 
 
 @dataclass(frozen=True)
-class Units:
-    """The batch arithmetic of one RL step (verl's units)."""
+class BatchSizes:
+    """The batch sizes of one RL step and the arithmetic between them (verl's units)."""
 
     prompts: int  # per step
     samples: int  # per prompt
@@ -234,11 +235,11 @@ class Units:
         ]
 
 
-def units(cfg: RLConfig, dp: int | None = None) -> Units:
+def batch_sizes(cfg: RLConfig, dp: int | None = None) -> BatchSizes:
     r, t = cfg.rollout, cfg.train
     dp = dp or cfg.parallel.dp or 1
     mb_seq = t.mini_batch_prompts * r.samples_per_prompt
-    return Units(prompts=r.prompts_per_step, samples=r.samples_per_prompt,
+    return BatchSizes(prompts=r.prompts_per_step, samples=r.samples_per_prompt,
                  sequences=r.prompts_per_step * r.samples_per_prompt, mini_batch_prompts=t.mini_batch_prompts,
                  mini_batch_sequences=mb_seq,
                  updates_per_step=(r.prompts_per_step // max(t.mini_batch_prompts, 1)) * cfg.algo.ppo_epochs,
@@ -254,6 +255,7 @@ def validate_rl(cfg: RLConfig, world_size: int | None = None) -> RLConfig:
     p, r, t, a = cfg.parallel, cfg.rollout, cfg.train, cfg.algo
     if getattr(cfg, "kind", "rl") != "rl":
         raise ConfigError("not an RL config")
+    check_numbers(cfg)
     dp = check_layout(p, world_size)
     if sum(x is not None for x in (cfg.init.hf_path, cfg.init.from_checkpoint)) != 1:
         raise ConfigError("set exactly one of init.hf_path (a Hugging Face Llama directory) and "
@@ -297,7 +299,7 @@ def validate_rl(cfg: RLConfig, world_size: int | None = None) -> RLConfig:
 
 def dry_run_report(cfg: RLConfig, world_size: int | None = None) -> str:
     cfg = validate_rl(copy.deepcopy(cfg), world_size)
-    u = units(cfg)
+    u = batch_sizes(cfg)
     r = cfg.rollout
     lines = ["resolved config:", to_json(cfg), "", "units (verl's):"]
     lines += [f"  {x}" for x in u.describe()]

@@ -19,7 +19,7 @@ import copy
 import torch
 
 from octomega.rl import algos
-from octomega.rl.actor import pair, shift_right
+from octomega.rl.actor import shift_right, sum_and_count
 
 VALUE_METRICS = ("vf_loss", "vf_clipfrac", "vpred_mean")
 
@@ -91,8 +91,8 @@ def value_loss_fn(algo, value_clip: float):
         loss, clipped = algos.value_loss(v, mb["values"], mb["returns"], clip=value_clip)
         num, den = algos.agg_terms(loss, mask, algo.loss_agg_mode)
         tokens = mask.sum()
-        metrics = {"vf_loss": pair(num, den), "vf_clipfrac": pair((clipped * mask).sum(), tokens),
-                   "vpred_mean": pair((v.detach() * mask).sum(), tokens)}
+        metrics = {"vf_loss": sum_and_count(num, den), "vf_clipfrac": sum_and_count((clipped * mask).sum(), tokens),
+                   "vpred_mean": sum_and_count((v.detach() * mask).sum(), tokens)}
         return num, den.round().to(torch.int), metrics
 
     return loss_fn

@@ -3,7 +3,7 @@
     megatron  the generator runs the LIVE actor (DDP-wrapped GPTModel) and shares its weights: nothing to sync.
     hf        a transformers LlamaForCausalLM beside the actor, refreshed from the weight stream (small models).
     vllm      a colocated vLLM engine that sleeps while the actor trains and receives the weight stream
-              (UNVERIFIED: see octomega/rl/vllm_sync.py).
+              (UNVERIFIED: see octomega/rl/weight_stream.py).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def build_hf_llama(model_cfg, tokenizer, dtype: torch.dtype, device: torch.devic
 
 
 def make_engine(cfg, actor_ddp, model_cfg, tokenizer, device: torch.device, init_hf_dir: str | None) -> RolloutEngine:
-    from octomega.rl.vllm_sync import HFReceiver, VLLMReceiver, WeightSync
+    from octomega.rl.weight_stream import HFReceiver, VLLMReceiver, WeightSync
 
     backend = cfg.rollout.backend
     bucket = cfg.rollout.weight_bucket_mb * 2**20

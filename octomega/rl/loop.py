@@ -20,7 +20,7 @@ import torch
 
 from octomega.rl import algos
 from octomega.rl.actor import POLICY_METRICS, actor_logprob_fn, policy_loss_fn
-from octomega.rl.config import RLConfig, units, validate_rl
+from octomega.rl.config import RLConfig, batch_sizes, validate_rl
 from octomega.rl.critic import VALUE_METRICS, value_loss_fn, values_fn
 from octomega.rl.engines import make_engine
 from octomega.rl.rollout import PromptPool, Rollout, generate_step, rollout_metrics, solved_prompt_ids
@@ -28,9 +28,9 @@ from octomega.rl.setup import build_models, initialise_weights, load_tokenizer, 
 from octomega.rl.templates import get_template
 from octomega.rl.validate import load_benchmark, run_validation
 from octomega.runtime import init_distributed, use_gpu
-from octomega.train import checkpoint as ckpt
+from octomega import checkpoint as ckpt
 from octomega.train.callbacks import MetricsLogger, _fmt_duration
-from octomega.train.run import RunControl, open_run_dir, start_logging
+from octomega.train.run import RunControl, finite, open_run_dir, start_logging
 from octomega.train.setup import precision_dtype
 
 CONSOLE = (("reward_mean", "reward {:+.3f}"), ("accuracy", "acc {:.3f}"), ("box_rate", "box {:.3f}"),
@@ -57,6 +57,16 @@ def logprob_gap(engine_logp: torch.Tensor, trainer_logp: torch.Tensor, mask: tor
         return {}
     d = (trainer_logp[ok] - engine_logp[ok]).abs()
     return {"logprob_gap_mean": float(d.mean()), "logprob_gap_max": float(d.max())}
+
+
+def nonfinite_update(metrics: dict[str, float]) -> dict | None:
+    """The first model of a step (the critic, then the actor) with an update not applied (its loss or gradients were
+    not finite) or a non-finite loss or grad norm: RunControl.nonfinite's arguments; None when all were finite."""
+    for what, loss, norm, skipped in (("critic", "vf_loss", "critic_grad_norm", "critic_skipped"),
+                                      ("actor", "pg_loss", "grad_norm", "skipped")):
+        if skipped in metrics and (metrics[skipped] > 0 or not finite(metrics[loss], metrics[norm])):
+            return {"what": what, "loss": metrics[loss], "grad_norm": metrics[norm]}
+    return None
 
 
 def advantages(cfg: RLConfig, batch, rewards: torch.Tensor) -> dict[str, float]:
@@ -86,7 +96,7 @@ class RLTrainer:
     def __init__(self, cfg: RLConfig):
         self.rt = init_distributed(tp=cfg.parallel.tp, pp=cfg.parallel.pp, seed=cfg.train.seed)
         self.cfg = cfg = validate_rl(cfg, self.rt.world_size)
-        self.units = units(cfg)
+        self.sizes = batch_sizes(cfg)
         self.is_writer = self.rt.rank == 0
         self.model_cfg, tok_dir, src = starting_point(cfg)
         cfg.model = self.model_cfg  # resolved: checkpoints and the HF export record the real shape
@@ -129,12 +139,17 @@ class RLTrainer:
         cfg = self.cfg
         self.logger = start_logging(RLMetricsLogger, cfg, self.run_dir, total_steps=cfg.train.steps,
                                     is_writer=self.is_writer, wandb_id=self.meta.get("wandb_id"),
-                                    headline=f"RL ({cfg.algo.name}) {cfg.name}: " + "; ".join(self.units.describe())
+                                    headline=f"RL ({cfg.algo.name}) {cfg.name}: " + "; ".join(self.sizes.describe())
                                     + f"; starting at step {self.start_step}")
         control = RunControl(self.run_dir, is_writer=self.is_writer, status_file="rl_status.json",
                              start_step=self.start_step, total_steps=cfg.train.steps,
                              exit_after_steps=cfg.train.exit_after_steps, save_interval=cfg.checkpoint.save_interval,
-                             time_budget_s=cfg.train.time_budget_s, work_after_last_step=True)
+                             time_budget_s=cfg.train.time_budget_s, work_after_last_step=True,
+                             on_nonfinite=cfg.train.on_nonfinite, max_skipped_steps=cfg.train.max_skipped_steps,
+                             skipped_steps=int(self.meta.get("skipped_steps", 0)),
+                             checkpoints=self.run_dir / "checkpoints",
+                             advice="Lower optim.lr (critic.lr for the critic) and start again in a new run directory, "
+                                    "from the start or from a finite checkpoint (init.from_checkpoint=PATH)")
         history: list[dict] = []  # this process's validations: {"step": ..., **metrics}
         step = self.start_step
         if self.valid_items and step == 0:
@@ -155,14 +170,20 @@ class RLTrainer:
                            tokens_per_s=tokens / max(finished - started, 1e-9), epoch=float(self.pool.epoch))
             self.logger.log(step, metrics)
             self._log_samples(step, rollout.samples)
+            bad = nonfinite_update(metrics)
+            if bad is not None:  # its update was not applied
+                control.nonfinite(step, **bad)
+                if control.diverged:
+                    break
             if self.valid_items and control.due(step, cfg.valid.interval):
                 self._validate(step, history)
             control.check_stop()
             if control.should_save(step):
-                self.save(step)
+                self.save(step, control)
         if control.final_save_due(step):
-            self.save(step)
-        if not control.interrupted:  # a signal leaves at once (saved above): the restart validates and exports
+            self.save(step, control)
+        # A signal leaves at once (saved above): the restart validates and exports. A diverged run does neither.
+        if not control.interrupted and not control.diverged:
             if self.valid_items and (not history or history[-1]["step"] != step):
                 self._validate(step, history)
             if cfg.checkpoint.export_hf:
@@ -206,7 +227,7 @@ class RLTrainer:
     def update(self, batch) -> dict[str, float]:
         """algo.ppo_epochs passes over the scored batch's mini-batches, one critic update (PPO) and one actor update
         each. Returns the updates' metrics, averaged."""
-        models, rows = self.models, self.units.mini_batch_sequences
+        models, rows = self.models, self.sizes.mini_batch_sequences
         updates: list[dict[str, float]] = []
         for _ in range(self.cfg.algo.ppo_epochs):
             for k in range(batch.num_rows // rows):
@@ -216,7 +237,7 @@ class RLTrainer:
                     critic = models.critic.train_minibatch(mini_batch, self.value_loss, VALUE_METRICS)
                     update.update({"vf_loss": critic["vf_loss"], "vf_clipfrac": critic["vf_clipfrac"],
                                    "vpred_mean": critic["vpred_mean"], "critic_grad_norm": critic["grad_norm"],
-                                   "critic_lr": critic["lr"]})
+                                   "critic_lr": critic["lr"], "critic_skipped": critic["skipped"]})
                 update.update(models.actor.train_minibatch(mini_batch, self.policy_loss, POLICY_METRICS))
                 updates.append(update)
         return {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}
@@ -239,19 +260,27 @@ class RLTrainer:
         history.append({"step": step, **self.validate(step)})
         self.logger.log(step, history[-1], kind="valid")
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, control: RunControl) -> None:
+        """Checkpoint `step` (critic, then actor); weights that are not finite are not saved: the run has diverged."""
         models, cfg = self.models, self.cfg
         state = {"pool": self.pool.state_dict(), "wandb_id": self.logger.wandb_id,
                  "layout": [cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.dp],
                  "lr_bounds": {"actor": [cfg.optim.lr, 0.0], "critic": [cfg.critic.lr, 0.0]},
-                 "critic_scheduler_steps": models.critic.scheduler.num_steps if models.critic else None}
-        if models.critic is not None:  # first: the actor's COMPLETE marker then means the whole step is saved
-            ckpt.save_checkpoint(self.run_dir / "critic" / "checkpoints", step, models.critic.model,
-                                 optimizer=models.critic.optimizer, scheduler=models.critic.scheduler, config=cfg,
-                                 keep_last=cfg.checkpoint.keep_last)
-        path = ckpt.save_checkpoint(self.run_dir / "checkpoints", step, models.actor.model,
-                                    optimizer=models.actor.optimizer, scheduler=models.actor.scheduler, state=state,
-                                    config=cfg, keep_last=cfg.checkpoint.keep_last)
+                 "critic_scheduler_steps": models.critic.scheduler.num_steps if models.critic else None,
+                 "skipped_steps": control.skipped_steps}
+        what = "critic"
+        try:
+            if models.critic is not None:  # first: the actor's COMPLETE marker then means the whole step is saved
+                ckpt.save_checkpoint(self.run_dir / "critic" / "checkpoints", step, models.critic.model,
+                                     optimizer=models.critic.optimizer, scheduler=models.critic.scheduler, config=cfg,
+                                     keep_last=cfg.checkpoint.keep_last)
+            what = "actor"
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", step, models.actor.model,
+                                        optimizer=models.actor.optimizer, scheduler=models.actor.scheduler,
+                                        state=state, config=cfg, keep_last=cfg.checkpoint.keep_last)
+        except ckpt.NonFiniteWeights:
+            control.weights_not_finite(step, what)
+            return
         self._print(f"saved checkpoint {path}")
 
     def export_hf(self) -> None:

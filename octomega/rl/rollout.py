@@ -168,7 +168,8 @@ def generate_step(generator, prompts: list[Prompt], *, n: int, max_new_tokens: i
     grade_s = time.perf_counter() - t0
     local = [{"prompt_index": i, "prompt_id": prompts[i].id, "sample": c.sample_index, "text": c.text,
               "token_ids": list(c.token_ids), "logprobs": list(c.logprobs), "finish_reason": c.finish_reason,
-              "reward": s.reward, "has_box": s.has_box, "correct": s.correct, "gold": prompts[i].answer}
+              "reward": s.reward, "has_box": s.has_box, "correct": s.correct, "gold": prompts[i].answer,
+              "grading_timeout": s.timed_out}
              for (i, c), s in zip(flat, scores)]
     gen_s, grade_s = max(gather_dp([gen_s])), max(gather_dp([grade_s]))
     samples = sorted(gather_dp(local), key=lambda r: (r["prompt_index"], r["sample"]))
@@ -195,6 +196,7 @@ def rollout_metrics(r: Rollout, cap: int) -> dict[str, float]:
         "gen_tokens_per_s": gen_tokens / max(r.gen_seconds, 1e-9),
         "time_generate_s": r.gen_seconds,
         "time_grade_s": r.grade_seconds,
+        "grading_timeouts": float(sum(x.get("grading_timeout", False) for x in s)),  # counted wrong
     }
 
 

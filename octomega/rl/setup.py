@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from octomega.config import ConfigError, ModelConfig, from_dict
-from octomega.rl.actor import Role, constant_scheduler, optim_config
+from octomega.rl.actor import ModelRunner, constant_scheduler, optim_config
 from octomega.rl.config import RLConfig
-from octomega.train import checkpoint as ckpt
+from octomega import checkpoint as ckpt
 
 
 def starting_point(cfg: RLConfig) -> tuple[ModelConfig, str | None, Path | None]:
     """(model config, tokenizer dir, Megatron iter dir or None) of the run's starting point."""
-    from octomega.model.llama import load_hf_config
+    from octomega.config import load_hf_config
 
     if cfg.init.hf_path:
         hf = Path(cfg.init.hf_path)
@@ -70,9 +70,9 @@ def load_tokenizer(path: str):
 
 @dataclass
 class Models:
-    actor: Role
-    ref: Role | None
-    critic: Role | None
+    actor: ModelRunner
+    ref: ModelRunner | None
+    critic: ModelRunner | None
 
 
 def build_models(cfg: RLConfig, model_cfg: ModelConfig, dtype: torch.dtype, on_gpu: bool,
@@ -83,7 +83,7 @@ def build_models(cfg: RLConfig, model_cfg: ModelConfig, dtype: torch.dtype, on_g
     ddp, opt = build_ddp_model_and_optimizer(model_cfg, cfg.parallel, optim_config(cfg.optim), dtype=dtype,
                                              on_gpu=on_gpu, device=device)
     sched = constant_scheduler(opt, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_steps)
-    actor = Role("actor", ddp, opt, sched, micro_batch_size=mbs, device=device)
+    actor = ModelRunner("actor", ddp, opt, sched, micro_batch_size=mbs, device=device)
     ref = critic = None
     if cfg.algo.kl_loss_coef or cfg.algo.kl_reward_coef:
         from octomega.model import build_model
@@ -91,7 +91,7 @@ def build_models(cfg: RLConfig, model_cfg: ModelConfig, dtype: torch.dtype, on_g
         frozen = build_model(model_cfg, cfg.parallel, dtype=dtype, on_gpu=on_gpu, device=device)
         frozen.config.calculate_per_token_loss = True
         frozen.requires_grad_(False)
-        ref = Role("ref", frozen, micro_batch_size=mbs, device=device)
+        ref = ModelRunner("ref", frozen, micro_batch_size=mbs, device=device)
     if cfg.algo.name == "ppo":
         from octomega.rl.critic import attach_value_head, critic_model_config
 
@@ -99,7 +99,7 @@ def build_models(cfg: RLConfig, model_cfg: ModelConfig, dtype: torch.dtype, on_g
             critic_model_config(model_cfg), cfg.parallel, optim_config(cfg.critic), dtype=dtype, on_gpu=on_gpu,
             device=device, post_process_hook=attach_value_head(cfg.critic.head_init_std))
         csched = constant_scheduler(copt, cfg.critic.lr, cfg.critic.weight_decay, cfg.critic.warmup_steps)
-        critic = Role("critic", cddp, copt, csched, micro_batch_size=mbs, device=device)
+        critic = ModelRunner("critic", cddp, copt, csched, micro_batch_size=mbs, device=device)
     return Models(actor, ref, critic)
 
 
@@ -139,10 +139,10 @@ def initialise_weights(cfg: RLConfig, models: Models, src: Path | None, log) -> 
         log(f"critic: {n} tensors from the actor + a fresh value head")
 
 
-def _set_lr_bounds(role: Role, bounds) -> None:
+def _set_lr_bounds(runner: ModelRunner, bounds) -> None:
     """Megatron matches loaded parameter groups by a key holding max_lr/min_lr: use the saved ones."""
     if bounds:
-        for group in role.optimizer.param_groups:
+        for group in runner.optimizer.param_groups:
             group["max_lr"], group["min_lr"] = bounds
 
 
@@ -165,15 +165,15 @@ def restore(cfg: RLConfig, models: Models, run_dir: Path, log) -> tuple[int, dic
         _set_lr_bounds(models.critic, meta.get("lr_bounds", {}).get("critic"))
         ckpt.load_checkpoint(ckpt.iter_dir(run_dir / "critic" / "checkpoints", step), models.critic.model,
                              optimizer=models.critic.optimizer)
-    for role, o in ((models.actor, cfg.optim), (models.critic, cfg.critic)):
-        if role is not None:
-            role.scheduler = constant_scheduler(role.optimizer, o.lr, o.weight_decay, o.warmup_steps)
-            if "scheduler" in meta and role is models.actor and meta["scheduler"]:
-                role.scheduler.num_steps = int(meta["scheduler"]["num_steps"])
-                role.scheduler.step(0)
-            elif role is models.critic and meta.get("critic_scheduler_steps") is not None:
-                role.scheduler.num_steps = int(meta["critic_scheduler_steps"])
-                role.scheduler.step(0)
+    for runner, o in ((models.actor, cfg.optim), (models.critic, cfg.critic)):
+        if runner is not None:
+            runner.scheduler = constant_scheduler(runner.optimizer, o.lr, o.weight_decay, o.warmup_steps)
+            if "scheduler" in meta and runner is models.actor and meta["scheduler"]:
+                runner.scheduler.num_steps = int(meta["scheduler"]["num_steps"])
+                runner.scheduler.step(0)
+            elif runner is models.critic and meta.get("critic_scheduler_steps") is not None:
+                runner.scheduler.num_steps = int(meta["critic_scheduler_steps"])
+                runner.scheduler.step(0)
     if models.ref is not None:  # the reference stays the starting policy: reload it from the start
         _, _, src = starting_point(cfg)
         if src is None:

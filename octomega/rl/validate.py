@@ -53,12 +53,14 @@ def run_validation(generator, items_by_bench: dict[str, list[tuple[str, str, str
                                  [c.finish_reason == "length" for c in comps], no_answer=no_answer,
                                  timeout_s=timeout_s)
         local = [{"id": i, "completion": c.text, "gold": g, "correct": s.correct, "has_box": s.has_box,
-                  "tokens": len(c.token_ids)} for (i, _, g), c, s in zip(mine, comps, scores)]
+                  "tokens": len(c.token_ids), "grading_timeout": s.timed_out}
+                 for (i, _, g), c, s in zip(mine, comps, scores)]
         rows = gather_dp(local)
         n = max(len(rows), 1)
         out[f"{name}/{prefix}accuracy"] = sum(r["correct"] for r in rows) / n
         out[f"{name}/{prefix}box_rate"] = sum(r["has_box"] for r in rows) / n
         out[f"{name}/{prefix}response_len_mean"] = sum(r["tokens"] for r in rows) / n
+        out[f"{name}/{prefix}grading_timeouts"] = float(sum(r["grading_timeout"] for r in rows))
         if samples_path is not None and rank == 0:
             samples_path.parent.mkdir(parents=True, exist_ok=True)
             with open(samples_path, "a") as f:

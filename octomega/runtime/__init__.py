@@ -22,10 +22,6 @@ class Runtime:
     pp: int
     dp: int
 
-    @property
-    def is_cpu(self) -> bool:
-        return self.device.type == "cpu"
-
 
 def _free_port() -> int:
     with socket.socket() as s:

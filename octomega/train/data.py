@@ -1,6 +1,6 @@
 """Training and validation data: Megatron blends -> GPTDataset -> micro-batches.
 
-Document boundaries (decided here, checked by `check_document_policy`):
+Document boundaries (decided here, checked by octomega.config's `check_document_policy`):
 - Sequences are PACKED: documents are concatenated with their EOD token (`<|end_of_text|>`) between them and
   cut into `seq_length + 1` token windows (Megatron's GPTDataset), so no token is padding.
 - Attention and positions do NOT reset at document ends: the causal kernels used here (SDPA `is_causal`, TE
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from octomega.config import ConfigError, RunConfig
+from octomega.config import ConfigError, RunConfig, check_document_policy
 
 
 @dataclass
@@ -59,16 +59,6 @@ def load_tokenizer_info(path: str | None, fallback_vocab: int) -> TokenizerInfo:
     if eod is None:
         raise ConfigError(f"data.tokenizer {path}: no <|end_of_text|> or eos token to separate documents")
     return TokenizerInfo(vocab_size=len(tok), eod=int(eod), path=path)
-
-
-def check_document_policy(cfg: RunConfig) -> None:
-    if cfg.data.reset_attention_mask:
-        raise ConfigError("data.reset_attention_mask=true: the causal attention kernels (SDPA is_causal, TE causal) "
-                          "cannot block attention across packed documents without a THD packed format, which "
-                          "octomega does not build. Set data.reset_attention_mask=false.")
-    if cfg.data.reset_position_ids:
-        raise ConfigError("data.reset_position_ids=true: GPTModel's rotary embedding ignores position_ids, so "
-                          "positions cannot restart per document. Set data.reset_position_ids=false.")
 
 
 def read_blend(path: str) -> dict:
@@ -126,7 +116,7 @@ class MockDataset(torch.utils.data.Dataset):
 
 def build_datasets(cfg: RunConfig, num_train_samples: int, dp: int):
     """(train dataset, {valid name: dataset}, blend dict or None, tokenizer info)."""
-    check_document_policy(cfg)
+    check_document_policy(cfg.data)
     tok = load_tokenizer_info(cfg.data.tokenizer, cfg.model.vocab_size)
     if tok.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"data.tokenizer has {tok.vocab_size} ids but model.vocab_size={cfg.model.vocab_size}")

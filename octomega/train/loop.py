@@ -16,13 +16,13 @@ import torch
 
 from octomega.config import RunConfig, validate
 from octomega.runtime import init_distributed, use_gpu
-from octomega.train import checkpoint as ckpt
+from octomega import checkpoint as ckpt
 from octomega.train.callbacks import MetricsLogger, Throughput
 from octomega.train.data import blend_fingerprint, build_datasets, train_iterator, valid_iterator
 from octomega.train.flops import detect_peak_flops, flops_per_batch
 from octomega.train.resume import check_resume_compatible, identity
-from octomega.train.run import ExitSignal, RunControl, open_run_dir, start_logging
-from octomega.train.setup import build_ddp_model_and_optimizer, precision_dtype
+from octomega.train.run import ExitSignal, RunControl, finite, open_run_dir, start_logging
+from octomega.train.setup import build_ddp_model_and_optimizer, precision_dtype, step_if_finite
 from octomega.train.schedule import budget, build_scheduler, check_resumed_scheduler, lr_bounds
 
 
@@ -155,13 +155,19 @@ class Trainer:
         self.model.train()
         return out
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, control: RunControl) -> None:
+        """Checkpoint `step`; weights that are not finite are not saved: the run has diverged (control)."""
         state = {"consumed_samples": step * self.cfg.train.global_batch_size,
                  "layout": [self.cfg.parallel.tp, self.cfg.parallel.pp, self.cfg.parallel.dp],
-                 "stable_lr": self.peak_lr, "lr_bounds": [self.peak_lr, self.min_lr], "wandb_id": self.logger.wandb_id, **identity(self.cfg, self.blend)}
-        path = ckpt.save_checkpoint(self.save_dir, step, self.model, optimizer=self.optimizer,
-                                    scheduler=self.scheduler, state=state, config=self.cfg,
-                                    keep_last=self.cfg.checkpoint.keep_last)
+                 "stable_lr": self.peak_lr, "lr_bounds": [self.peak_lr, self.min_lr], "wandb_id": self.logger.wandb_id,
+                 "skipped_steps": control.skipped_steps, **identity(self.cfg, self.blend)}
+        try:
+            path = ckpt.save_checkpoint(self.save_dir, step, self.model, optimizer=self.optimizer,
+                                        scheduler=self.scheduler, state=state, config=self.cfg,
+                                        keep_last=self.cfg.checkpoint.keep_last)
+        except ckpt.NonFiniteWeights:
+            control.weights_not_finite(step)
+            return
         self._print(f"saved checkpoint {path}")
 
     @property
@@ -176,13 +182,17 @@ class Trainer:
 
     def train_step(self, data_iterator, num_microbatches: int) -> tuple[float, float | None, bool]:
         """One optimizer step over `num_microbatches` micro-batches of this rank: (global-batch loss, grad norm,
-        ok). A method of its own so that bench/train_throughput.py times exactly the step train() runs."""
+        ok). A method of its own so that bench/train_throughput.py times exactly the step train() runs.
+        ok=False: the loss or the gradients were not finite and the update was not applied (step_if_finite); the
+        step still used up its batch and moves the scheduler on, so that step N always trains on batch N at the LR
+        of step N (Megatron-LM holds its scheduler back on a skipped step instead)."""
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         losses = self._run_batches(data_iterator, num_microbatches, False)
-        ok, grad_norm, _ = self.optimizer.step()
+        loss = _reduce_loss(losses, self.rt.device)
+        ok, grad_norm = step_if_finite(self.model, self.optimizer, loss)
         self.scheduler.step(1)
-        return _reduce_loss(losses, self.rt.device), grad_norm, ok
+        return loss, grad_norm, ok
 
     def train(self) -> dict:
         cfg, b = self.cfg, self.budget
@@ -196,23 +206,32 @@ class Trainer:
         control = RunControl(self.run_dir, is_writer=self.is_writer, status_file="train_status.json",
                              start_step=self.start_step, total_steps=b.steps,
                              exit_after_steps=cfg.train.exit_after_steps, save_interval=cfg.checkpoint.save_interval,
-                             signals=self.signals)
+                             signals=self.signals, on_nonfinite=cfg.train.on_nonfinite,
+                             max_skipped_steps=cfg.train.max_skipped_steps,
+                             skipped_steps=int(self.meta.get("skipped_steps", 0)), checkpoints=self.save_dir,
+                             advice="Lower optim.lr (or lengthen optim.warmup_tokens) and train again in a new run "
+                                    "directory, from the start or from a finite checkpoint (init.from_checkpoint=PATH)")
         step = self.start_step
         while control.running(step):
             lr = self.optimizer.param_groups[0]["lr"]
             loss, grad_norm, ok = self.train_step(data, micro_per_step)
             step += 1
             speed.step()
-            if step % cfg.logging.log_interval == 0 or step in (1, b.steps):
+            nonfinite = not ok or not finite(loss, grad_norm)
+            if nonfinite or step % cfg.logging.log_interval == 0 or step in (1, b.steps):
                 self.logger.log(step, {"loss": loss, "lr": lr, "grad_norm": float(grad_norm or 0.0),
                                        "tokens": step * b.tokens_per_step, "skipped": not ok, **speed.report()})
+            if nonfinite:
+                control.nonfinite(step, loss=loss, grad_norm=grad_norm)
+                if control.diverged:
+                    break
             if self.valid_ds and control.due(step, cfg.train.valid_interval):
                 self.logger.log(step, {**self.validate(), "tokens": step * b.tokens_per_step}, kind="valid")
             control.check_stop()
             if control.should_save(step):
-                self.save(step)
+                self.save(step, control)
         if control.final_save_due(step):
-            self.save(step)
+            self.save(step, control)
         control.close(self.logger)
         return control.write_status(step)
 

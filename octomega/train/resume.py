@@ -6,7 +6,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from octomega.config import SCHEMA_VERSION, RunConfig
+from octomega.config import SCHEMA_VERSION, ConfigError, RunConfig
 
 
 def _git_commit() -> str | None:
@@ -45,7 +45,7 @@ def identity(cfg: RunConfig, blend: dict | None) -> dict:
 def check_resume_compatible(meta: dict, cfg: RunConfig, blend_fp: str | None) -> None:
     """Refuse a resume whose data stream would silently change, unless checkpoint.allow_changes says so."""
     if meta.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-        raise ValueError(f"checkpoint schema {meta['schema_version']} is newer than this octomega's "
+        raise ConfigError(f"checkpoint schema {meta['schema_version']} is newer than this octomega's "
                          f"({SCHEMA_VERSION}): upgrade octomega")
     allowed = set(cfg.checkpoint.allow_changes)
     changes = []
@@ -56,6 +56,6 @@ def check_resume_compatible(meta: dict, cfg: RunConfig, blend_fp: str | None) ->
     if meta.get("blend_fingerprint") != blend_fp and "blend" not in allowed:
         changes.append(f"data blend fingerprint {meta.get('blend_fingerprint')} -> {blend_fp}")
     if changes:
-        raise ValueError("refusing to resume: " + "; ".join(changes) + ". Either restore the original settings, "
+        raise ConfigError("refusing to resume: " + "; ".join(changes) + ". Either restore the original settings, "
                          "start a new run directory, or allow it with checkpoint.allow_changes=" +
                          ",".join(sorted({c.split()[0].split('.')[-1] if 'blend' not in c else 'blend' for c in changes})))

@@ -9,6 +9,10 @@ A loop owns its steps; `RunControl` answers the questions around them:
     step = control.start_step
     while control.running(step):
         ...one step...; step += 1; ...log, validate...
+        if <loss or grad norm not finite>:  # that step's update was not applied (octomega/train/setup.py)
+            control.nonfinite(step, loss=..., grad_norm=...)  # counted (on_nonfinite=skip), or the run diverged
+            if control.diverged:
+                break                     # no save after it
         control.check_stop()              # a signal or the time budget, on any rank
         if control.should_save(step):     # every save_interval steps, and on a signal
             save(step)
@@ -17,12 +21,16 @@ A loop owns its steps; `RunControl` answers the questions around them:
     control.close(logger)
     return control.write_status(step)     # {"status", "step", "steps", "run_dir"} -> run_dir/status_file
 
-Statuses: "complete" (every step done), "stopped" (exit_after_steps), "time_budget", "interrupted" (a signal).
+Statuses: "complete" (every step done), "stopped" (exit_after_steps), "time_budget", "interrupted" (a signal),
+"diverged" (a step's loss or grad norm was not finite: train.on_nonfinite=stop, or more than train.max_skipped_steps
+of them with skip; the status then says where, and the last finite checkpoint, and "error" says what to do; the
+commands exit with status 3, and slurm/common.sh does not requeue it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -67,6 +75,20 @@ def any_rank(*flags: bool) -> list[bool]:
     return [bool(x > 0) for x in t.tolist()]
 
 
+def finite(*values: float | None) -> bool:
+    """Whether every value is a finite number (None: not measured, e.g. no gradient clipping, counts as finite)."""
+    return all(v is None or math.isfinite(v) for v in values)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _number(value: float | None) -> float | str | None:
+    """A value for the status JSON: NaN and inf as the strings "nan", "inf" (JSON has no such numbers)."""
+    return value if value is None or math.isfinite(value) else str(float(value))
+
+
 class ExitSignal:
     """SIGTERM / SIGUSR1 (Slurm's pre-emption and time-limit warnings; torchrun forwards TERM) set a flag; the
     loop saves a checkpoint at the end of the current step and exits cleanly."""
@@ -100,11 +122,18 @@ class RunControl:
     `signals`: an ExitSignal installed earlier (pre-training installs it before building the model), else one is
     installed now. `work_after_last_step`: the loop has work after its last step (RL: the final validation and the
     HF export) that a signal skips; a signal then leaves the run "interrupted" even at its last step, so that a
-    restart does that work."""
+    restart does that work.
+
+    Non-finite steps (the loop calls nonfinite() after one): `on_nonfinite` "stop" ends the run there, "diverged";
+    "skip" goes on, up to `max_skipped_steps` of them in the run (`skipped_steps`: those skipped before a resume).
+    `checkpoints`: where the loop saves (the status names the newest finite checkpoint there); `advice`: what the
+    error line tells the user to do."""
 
     def __init__(self, run_dir: str | Path, *, is_writer: bool, status_file: str, start_step: int, total_steps: int,
                  exit_after_steps: int | None, save_interval: int, time_budget_s: float | None = None,
-                 signals: ExitSignal | None = None, work_after_last_step: bool = False):
+                 signals: ExitSignal | None = None, work_after_last_step: bool = False, on_nonfinite: str = "stop",
+                 max_skipped_steps: int = 0, skipped_steps: int = 0, checkpoints: str | Path | None = None,
+                 advice: str = ""):
         self.signals = ExitSignal() if signals is None else signals
         self.started = time.perf_counter()
         self.run_dir, self.is_writer, self.status_file = Path(run_dir), is_writer, status_file
@@ -112,8 +141,12 @@ class RunControl:
         self.stop_at = total_steps if exit_after_steps is None else min(total_steps, start_step + exit_after_steps)
         self.save_interval, self.time_budget_s = save_interval, time_budget_s
         self.work_after_last_step = work_after_last_step
-        self.stop_reason: str | None = None  # "signal" or "time_budget" once check_stop() has seen one
+        self.stop_reason: str | None = None  # "signal", "time_budget" (check_stop()) or "diverged" (nonfinite())
         self.last_saved: int | None = None
+        self.on_nonfinite, self.max_skipped_steps = on_nonfinite, max_skipped_steps
+        self.skipped_steps = skipped_steps  # non-finite steps skipped in this run (resumes included)
+        self.checkpoints, self.advice = checkpoints, advice
+        self.divergence: dict | None = None  # where and how the run diverged
 
     def elapsed(self) -> float:
         """Seconds since this control was made."""
@@ -122,6 +155,46 @@ class RunControl:
     @property
     def interrupted(self) -> bool:
         return self.stop_reason == "signal"
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == "diverged"
+
+    def nonfinite(self, step: int, *, loss: float | None, grad_norm: float | None, what: str = "") -> None:
+        """After step `step`, whose loss or grad norm was not finite and whose update was therefore not applied. Every
+        rank calls it alike (the loops' values are the same on every rank). on_nonfinite=skip with fewer than
+        max_skipped_steps skipped: count it, say so, go on. Otherwise the run has diverged: it stops, saves
+        nothing more, and its status says so. `what`: which model, when there are several (RL: "critic")."""
+        values = f"{what + ' ' if what else ''}loss {_fmt(loss)}, grad norm {_fmt(grad_norm)} (not finite)"
+        if self.on_nonfinite == "skip" and self.skipped_steps < self.max_skipped_steps:
+            self.skipped_steps += 1
+            if self.is_writer:
+                print(f"step {step}: {values}: its update was not applied (skipped {self.skipped_steps} of at most "
+                      f"{self.max_skipped_steps}, train.on_nonfinite=skip)", file=sys.stderr, flush=True)
+            return
+        if self.on_nonfinite == "skip":
+            values += f" after {self.skipped_steps} skipped (train.max_skipped_steps={self.max_skipped_steps})"
+        self._diverge({"step": step, "loss": _number(loss), "grad_norm": _number(grad_norm), "model": what or None},
+                      f"{values}; its update was not applied")
+
+    def weights_not_finite(self, step: int, what: str = "") -> None:
+        """The weights after step `step` are not finite (found when saving it: nothing was saved). The run has
+        diverged."""
+        self._diverge({"step": step, "weights": "not finite", "model": what or None},
+                      f"the {what + ' ' if what else ''}weights after it are not finite")
+
+    def _diverge(self, details: dict, found: str) -> None:
+        from octomega.checkpoint import latest_finite
+
+        self.stop_reason = "diverged"
+        last = latest_finite(self.checkpoints) if self.checkpoints is not None else None
+        where = f"the last finite checkpoint is {last}" if last is not None else "no checkpoint was saved before it"
+        instead = ("; or set train.on_nonfinite=skip to skip such steps (at most train.max_skipped_steps)"
+                   if self.on_nonfinite == "stop" else "")
+        self.divergence = {**{k: v for k, v in details.items() if v is not None}, "skipped_steps": self.skipped_steps,
+                           "last_checkpoint": str(last) if last is not None else None,
+                           "error": f"training diverged at step {details['step']}: {found}, and nothing was saved "
+                                    f"after it; {where}. {self.advice}{instead}"}
 
     def running(self, step: int) -> bool:
         """Whether to run another step after `step` steps."""
@@ -142,18 +215,23 @@ class RunControl:
 
     def should_save(self, step: int) -> bool:
         """Whether to checkpoint `step` now: every save_interval steps, and when a signal stops the run (call
-        check_stop() first). A True answer counts as saved."""
+        check_stop() first); never once the run has diverged. A True answer counts as saved."""
+        if self.diverged:
+            return False
         if (self.save_interval and step % self.save_interval == 0) or self.interrupted:
             self.last_saved = step
             return True
         return False
 
     def final_save_due(self, step: int) -> bool:
-        """After the loop: whether `step` still needs its checkpoint (not after a signal: that saved already)."""
-        return not self.interrupted and self.last_saved != step
+        """After the loop: whether `step` still needs its checkpoint (not after a signal: that saved already; never
+        after a divergence)."""
+        return not self.interrupted and not self.diverged and self.last_saved != step
 
     def status(self, step: int) -> str:
-        """How the run ended at `step`: "complete", "stopped", "time_budget" or "interrupted"."""
+        """How the run ended at `step`: "complete", "stopped", "time_budget", "interrupted" or "diverged"."""
+        if self.diverged:
+            return "diverged"
         if self.interrupted and (step < self.total_steps or self.work_after_last_step):
             return "interrupted"
         if self.stop_reason == "time_budget":
@@ -168,9 +246,15 @@ class RunControl:
 
     def write_status(self, step: int, **extra) -> dict:
         """The run's result, {"status", "step", "steps", "run_dir", **extra}, which rank 0 writes to
-        run_dir/status_file."""
+        run_dir/status_file. With skipped non-finite steps also "skipped_steps"; diverged, also "diverged" (step,
+        loss, grad norm, last_checkpoint) and "error" (the line the commands print)."""
         result = {"status": self.status(step), "step": step, "steps": self.total_steps, "run_dir": str(self.run_dir),
                   **extra}
+        if self.skipped_steps:
+            result["skipped_steps"] = self.skipped_steps
+        if self.divergence is not None:
+            result["diverged"] = {k: v for k, v in self.divergence.items() if k != "error"}
+            result["error"] = self.divergence["error"]
         if self.is_writer:
             (self.run_dir / self.status_file).write_text(json.dumps(result, indent=2))
         return result

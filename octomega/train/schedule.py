@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from octomega.config import RunConfig
+from octomega.config import ConfigError, RunConfig
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def lr_bounds(cfg: RunConfig, stable_lr: float | None = None) -> tuple[float, fl
     """(peak, min) LR. A decay branch with optim.lr=None starts at `stable_lr` (read from its checkpoint)."""
     peak = cfg.optim.lr if cfg.optim.lr is not None else stable_lr
     if peak is None:
-        raise ValueError("optim.lr is None: a decay branch reads it from init.from_checkpoint; none was given")
+        raise ConfigError("optim.lr is None: a decay branch reads it from init.from_checkpoint; none was given")
     low = cfg.optim.min_lr if cfg.optim.min_lr is not None else peak * cfg.optim.min_lr_ratio
     return peak, low
 
@@ -99,7 +99,7 @@ def check_resumed_scheduler(sched, cfg: RunConfig, peak: float, low: float) -> N
         have = getattr(sched, key)
         if (isinstance(have, float) and not math.isclose(have, want[key], rel_tol=1e-9)) or (
                 not isinstance(have, float) and have != want[key]):
-            raise ValueError(f"resumed scheduler has {key}={have!r}, the config asks {want[key]!r}; "
+            raise ConfigError(f"resumed scheduler has {key}={have!r}, the config asks {want[key]!r}; "
                              "start a new run directory to change the schedule")
     sched.wsd_decay_steps = want.get("wsd_decay_steps")
     sched.lr_wsd_decay_style = want.get("lr_wsd_decay_style")

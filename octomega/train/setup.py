@@ -1,6 +1,9 @@
-"""Build the trainable objects shared by pre-training and the RL stage: model (Megatron DDP), optimizer, dtype."""
+"""Build the trainable objects shared by pre-training and the RL stage: model (Megatron DDP), optimizer, dtype; and
+the optimizer step they share, which never applies a non-finite update (step_if_finite)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -41,3 +44,27 @@ def build_ddp_model_and_optimizer(model_cfg: ModelConfig, parallel: ParallelConf
     model.config.no_sync_func = ddp.no_sync
     model.config.finalize_model_grads_func = finalize_model_grads
     return ddp, optimizer
+
+
+def step_if_finite(model, optimizer, loss: float | None) -> tuple[bool, float | None]:
+    """Megatron's optimizer.step() on this step's gradients, unless the step's `loss` (the same on every rank) or its
+    gradients (on any rank) are not finite: then nothing changes (weights, Adam moments and step count), and every
+    rank decides alike. Returns (applied, grad norm): the norm before clipping, as optimizer.step() reports it
+    (None when it measures none: fp32 without clipping).
+
+    Megatron's optimizer does not refuse such a step here: its found-inf check runs only with a loss scaler (fp16, or
+    an explicit loss_scale), which neither our fp32 nor our bf16 uses, so it would clip by a NaN norm and write NaN
+    into every weight. Megatron-LM instead raises on a NaN loss or gradient (check_for_nan_in_loss_and_grad). The
+    gradients are checked in DDP's gradient buffers after their reduction (one float64 sum, one all-reduce); a
+    non-finite step's grad norm is then measured by the optimizer without stepping. A step whose gradients are
+    finite but whose norm overflows fp32 is applied by Megatron with its gradients clipped to zero; the loops then
+    count it as non-finite all the same (its grad norm is inf)."""
+    from octomega.checkpoint import all_finite
+
+    buffers = [*model.buffers, *model.expert_parallel_buffers]  # Megatron DDP's gradient buffers
+    grads_ok = all_finite([b.grad_data for b in buffers])  # every rank calls it, whatever the loss
+    if grads_ok and (loss is None or math.isfinite(loss)):
+        ok, grad_norm, _ = optimizer.step()
+        return ok, grad_norm
+    optimizer.prepare_grads()
+    return False, float(optimizer.get_grad_norm())

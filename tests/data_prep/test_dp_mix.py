@@ -125,3 +125,43 @@ def test_a_corpus_with_two_roles_fills_both(corpora, tmp_path):
     assert w == pytest.approx({"web": 0.7, "qa_short": 0.3 * share, "megamath-qa": 0.3 * (1 - share)})
     stable = compute_blend(s, "stable", 10_000, drop_missing=True, warn=quiet)
     assert {c["name"]: c["role"] for c in stable["corpora"]} == {"web": "web", "megamath-qa": "qa"}
+
+
+@pytest.mark.parametrize("weights,named", [
+    ("web=1.2,qa_short=-0.2", "qa_short=-0.2"),  # used to write a blend without qa_short, exit 0
+    ("web=0.3,qa_short=-0.5", "qa_short=-0.5"),  # used to say "all weights are zero"
+    ("web=nan,qa_short=0.3", "web=nan"),  # used to end in a traceback
+    ("web=0.7,qa_short=inf", "qa_short=inf"),
+    ("web=1e400,qa_short=0.3", "web=1e400"),  # overflows to inf
+    ("web=abc,qa_short=0.3", "web=abc"),
+    ("web=0,qa_short=0", "web=0, qa_short=0"),
+    ("web=0.5,qa_short", "'qa_short'"),
+    ("web=0.5,web=0.2", "web"),
+])
+def test_bad_custom_weights_are_one_line_errors_and_write_nothing(corpora, tmp_path, capsys, weights, named):
+    out = tmp_path / "blend.json"
+    code = mix.main(["--stats", str(corpora / "web.stats.json"), str(corpora / "qa_short.stats.json"),
+                     "--mixture", "custom", "--weights", weights, "--train-tokens", "1M", "--out", str(out)])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith("mix: error: --weights") and named in lines[0], lines[0]
+    assert "Traceback" not in captured.err and not out.exists() and not captured.out
+
+
+def test_weights_with_a_named_mixture_are_refused(corpora, tmp_path, capsys):
+    out = tmp_path / "blend.json"
+    code = mix.main(["--stats", str(corpora / "web.stats.json"), str(corpora / "qa_short.stats.json"),
+                     "--mixture", "decay_short", "--weights", "web=0.5,qa_short=0.5", "--train-tokens", "1M",
+                     "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        "mix: error: --weights applies to --mixture custom only (got --mixture decay_short); drop --weights or use "
+        "--mixture custom"] and not out.exists()
+
+
+@pytest.mark.parametrize("weights", [{"web": -0.2, "qa_short": 1.2}, {"web": float("nan")}, {"web": float("inf")},
+                                     {"web": 0.0, "qa_short": 0}])
+def test_compute_blend_refuses_bad_weights(corpora, weights):
+    with pytest.raises(BlendError, match="--weights"):
+        compute_blend(stats(corpora, "web", "qa_short"), "custom", 10_000, weights=weights, warn=quiet)

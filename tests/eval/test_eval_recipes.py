@@ -21,7 +21,7 @@ def _dry(capsys, *argv: str) -> dict:
 
 def test_every_paper_eval_recipe_resolves(capsys, monkeypatch):
     monkeypatch.setenv("OCTOMEGA_RUNS", "/cluster/runs")
-    names = [n for n, _ in recipes.describe() if "_eval_" in n]
+    names = [r.name for r in recipes.entries("eval")]
     assert len(names) == 3 * 8
     for size in SIZES:
         for what in ("base", "long", "short", "hybrid", "rl", "rl_long", "rl_short", "rl_hybrid"):

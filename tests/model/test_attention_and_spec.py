@@ -1,6 +1,5 @@
-"""The SDPA core attention (training and KV-cache decoding) and the layer-spec / HF-config refusals."""
-
-import json
+"""The SDPA core attention (training and KV-cache decoding) and the layer-spec refusals (HF-config ones:
+tests/train/test_config.py)."""
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 
 from octomega.config import ConfigError, ModelConfig, ParallelConfig
 from octomega.model import llama
-from octomega.model.llama import load_hf_config, resolve_layer_spec, transformer_config
+from octomega.model.llama import resolve_layer_spec, transformer_config
 
 
 def make_attention(heads=6, groups=2, hd=8):
@@ -103,50 +102,6 @@ def test_fp8_on_pre_hopper_gpu_is_refused(monkeypatch):
         resolve_layer_spec(ModelConfig(fp8="e4m3"), on_gpu=True)
     with pytest.raises(ConfigError, match="unfused applies to the local spec"):
         resolve_layer_spec(ModelConfig(layer_spec="te", attention="unfused"), on_gpu=True)
-
-
-# ------------------------------------------------------------------------------------------- HF configs
-
-
-def write_config(tmp_path, **overrides):
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
-    cfg.update(overrides)
-    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
-    return ModelConfig(hf_config=str(tmp_path))
-
-
-def test_hf_config_defaults_are_transformers_defaults(tmp_path):
-    m = load_hf_config(write_config(tmp_path))
-    assert (m.rope_theta, m.norm_eps, m.max_position_embeddings, m.tie_embeddings) == (10000.0, 1e-6, 2048, False)
-    assert m.rope_scaling is None and m.num_query_groups == 2 and m.vocab_size == 300
-
-
-def test_hf_config_rope_both_formats(tmp_path):
-    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 6.0,
-               "original_max_position_embeddings": 1024}
-    old = load_hf_config(write_config(tmp_path, rope_theta=123.0, rope_scaling=scaling))
-    new = load_hf_config(write_config(tmp_path, rope_parameters={**scaling, "rope_theta": 123.0}))
-    for m in (old, new):
-        assert m.rope_theta == 123.0
-        assert (m.rope_scaling.factor, m.rope_scaling.low_freq_factor, m.rope_scaling.high_freq_factor,
-                m.rope_scaling.original_max_position_embeddings) == (8.0, 2.0, 6.0, 1024)
-    plain = load_hf_config(write_config(tmp_path, rope_parameters={"rope_type": "default", "rope_theta": 5.0}))
-    assert plain.rope_scaling is None and plain.rope_theta == 5.0
-
-
-@pytest.mark.parametrize("overrides,match", [
-    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "not a Llama"),
-    ({"architectures": ["LlamaForSequenceClassification"]}, "not a Llama"),
-    ({"attention_bias": True}, "attention_bias"),
-    ({"mlp_bias": True}, "mlp_bias"),
-    ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 4.0}}, "lacks"),
-])
-def test_hf_config_refusals(tmp_path, overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        load_hf_config(write_config(tmp_path, **overrides))
 
 
 def test_sequence_parallel_without_te_spec_is_a_clear_error(world1):

@@ -80,7 +80,7 @@ def _run_jobs(tp, pp, jobs, hf_dirs, out_root):
 
     from octomega.convert import export_hf_weights, load_hf_into_model
     from octomega.model import build_model
-    from octomega.train.checkpoint import load_checkpoint, save_checkpoint
+    from octomega.checkpoint import load_checkpoint, save_checkpoint
 
     parallel = ParallelConfig(tp=tp, pp=pp)
     results = {}

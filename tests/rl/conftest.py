@@ -1,5 +1,5 @@
-"""Fixtures of the RL tests: verl's core algorithms as an oracle (when installed), a one-process Megatron world,
-and (slow) a tiny model that already answers sometimes, trained once per session with octomega's trainer."""
+"""Fixtures of the RL tests: verl's core algorithms as an oracle (when installed). The shared ones (`world1`, the
+one-process Megatron world; the tiny data) come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -51,11 +51,3 @@ def verl_algos():
                     "tensordict==0.10.0` enables the verl-oracle tests (its transformers pin excludes a normal "
                     "install)")
     return mod
-
-
-@pytest.fixture
-def world1():
-    """torch.distributed + Megatron parallel state for this process at TP=1/PP=1 (idempotent)."""
-    from octomega.convert.commands import single_process_runtime
-
-    return single_process_runtime()

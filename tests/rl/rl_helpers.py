@@ -13,7 +13,8 @@ def megatron_from_hf(hf_dir, *, tp: int = 1):
     """This rank's Megatron GPTModel (local spec, fp32, CPU) loaded from an HF Llama directory."""
     from octomega.config import ModelConfig, ParallelConfig
     from octomega.convert import load_hf_into_model
-    from octomega.model import build_model, load_hf_config
+    from octomega.config import load_hf_config
+    from octomega.model import build_model
 
     cfg = load_hf_config(ModelConfig(hf_config=str(hf_dir)))
     model = build_model(cfg, ParallelConfig(tp=tp), dtype=torch.float32, on_gpu=False)
@@ -137,11 +138,11 @@ def _grads(module):
                       .clone() for _, p in sorted(module.named_parameters())]))
 
 
-def _build_role(hf_dir, cfg_rl, kind: str):
+def _build_runner(hf_dir, cfg_rl, kind: str):
     from octomega.config import ModelConfig
     from octomega.convert import load_hf_into_model
-    from octomega.model import load_hf_config
-    from octomega.rl.actor import Role, constant_scheduler, optim_config
+    from octomega.config import load_hf_config
+    from octomega.rl.actor import ModelRunner, constant_scheduler, optim_config
     from octomega.rl.critic import attach_value_head, copy_body, critic_model_config
     from octomega.train.setup import build_ddp_model_and_optimizer
 
@@ -160,7 +161,7 @@ def _build_role(hf_dir, cfg_rl, kind: str):
                                                  device=dev, post_process_hook=attach_value_head(0.5))
         copy_body(actor.module, ddp.module)
     sched = constant_scheduler(opt, 1e-3, 0.0, 0)
-    return Role(kind, ddp, opt, sched, micro_batch_size=1, device=dev), model_cfg
+    return ModelRunner(kind, ddp, opt, sched, micro_batch_size=1, device=dev), model_cfg
 
 
 def _loss_fn(kind, mode, kl: bool):
@@ -172,17 +173,17 @@ def _loss_fn(kind, mode, kl: bool):
     return policy_loss_fn(algo, 0.7) if kind == "actor" else value_loss_fn(algo, 0.05)
 
 
-def _reference_grads(role, batch, kind, mode):
+def _reference_grads(runner, batch, kind, mode):
     """Plain autograd on the whole mini-batch in one forward (no schedule, no DP): the loss the update
     should follow, aggregated over all 8 rows at once."""
     from octomega.rl.batch import micro_batches
 
-    role.model.zero_grad_buffer()
-    mb = micro_batches(batch, ROWS, role.width(batch))[0]
-    out = role.model(mb["tokens"], mb["position_ids"], None)
+    runner.model.zero_grad_buffer()
+    mb = micro_batches(batch, ROWS, runner.width(batch))[0]
+    out = runner.model(mb["tokens"], mb["position_ids"], None)
     num, den, _ = _loss_fn(kind, mode, True)(mb, out)
     (num / den.float()).backward()
-    return _grads(role.module)
+    return _grads(runner.module)
 
 
 def grads_worker(rank, hf_dir, micro_sizes):
@@ -196,24 +197,24 @@ def grads_worker(rank, hf_dir, micro_sizes):
     cfg = RLConfig()
     out = {}
     for kind in ("actor", "critic"):
-        role, model_cfg = _build_role(hf_dir, cfg, kind)
+        runner, model_cfg = _build_runner(hf_dir, cfg, kind)
         batch = synthetic_batch(model_cfg.vocab_size)
         for mode in algos.AGG_MODES:
-            out[(kind, mode, "reference")] = _reference_grads(role, batch, kind, mode)
+            out[(kind, mode, "reference")] = _reference_grads(runner, batch, kind, mode)
             for micro in micro_sizes:
-                role.micro_batch_size = micro
-                role.model.zero_grad_buffer()
-                results = role._run(_micro(role, batch, micro), _loss_fn(kind, mode, True), forward_only=False,
-                                    width=role.width(batch))
-                out[(kind, mode, micro)] = _grads(role.module)
+                runner.micro_batch_size = micro
+                runner.model.zero_grad_buffer()
+                results = runner._run(_micro(runner, batch, micro), _loss_fn(kind, mode, True), forward_only=False,
+                                    width=runner.width(batch))
+                out[(kind, mode, micro)] = _grads(runner.module)
                 out[(kind, mode, micro, "n_micro")] = len(results)
     return out
 
 
-def _micro(role, batch, micro):
+def _micro(runner, batch, micro):
     from octomega.rl.batch import micro_batches
 
-    return micro_batches(role._dp_rows(batch), micro, role.width(batch))
+    return micro_batches(runner._dp_rows(batch), micro, runner.width(batch))
 
 
 def dist2_worker(rank, hf_dir, micro_sizes):
@@ -225,7 +226,7 @@ def tp_worker(rank, hf_dir):
     """TP=2: per-token log-probs and entropies equal TP=1's; the weight stream is gathered across TP."""
     from octomega.rl.actor import next_token_logprobs
     from octomega.rl.batch import micro_batches
-    from octomega.rl.vllm_sync import WeightSync
+    from octomega.rl.weight_stream import WeightSync
     from octomega.runtime import init_distributed
 
     out = {}

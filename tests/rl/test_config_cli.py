@@ -9,7 +9,7 @@ import pytest
 
 from octomega.config import ConfigError, apply_override, from_dict, to_dict
 from octomega.rl.cli import main
-from octomega.rl.config import RLConfig, units, validate_rl
+from octomega.rl.config import RLConfig, batch_sizes, validate_rl
 
 
 def _cfg(**kw) -> RLConfig:
@@ -34,13 +34,13 @@ def test_defaults_are_octothinkers_settings():
     assert r.backend == "megatron"
 
 
-def test_units_of_a_step():
-    u = units(validate_rl(_cfg()))
+def test_batch_sizes_of_a_step():
+    u = batch_sizes(validate_rl(_cfg()))
     assert (u.sequences, u.mini_batch_sequences, u.updates_per_step) == (2048, 1024, 2)
     assert u.micro_batches_per_update == 1024 // 4
-    u8 = units(validate_rl(_cfg(), world_size=8))
+    u8 = batch_sizes(validate_rl(_cfg(), world_size=8))
     assert u8.dp == 8 and u8.micro_batches_per_update == 1024 // (4 * 8)
-    assert units(validate_rl(_cfg(**{"algo.ppo_epochs": 2}))).updates_per_step == 4
+    assert batch_sizes(validate_rl(_cfg(**{"algo.ppo_epochs": 2}))).updates_per_step == 4
 
 
 def test_stair_schedule():
@@ -86,7 +86,7 @@ def test_config_round_trips_through_json():
 def test_recipes_registered():
     import recipes
 
-    names = {n for n, _ in recipes.describe()}
+    names = {r.name for r in recipes.entries("rl")}
     for size in ("llama32_1b", "llama32_3b", "llama31_8b"):
         assert {f"{size}_rl_grpo", f"{size}_rl_ppo", f"{size}_rl_grpo_long", f"{size}_rl_grpo_hybrid",
                 f"{size}_rl_grpo_short", f"{size}_rl_grpo_base"} <= names
@@ -95,7 +95,7 @@ def test_recipes_registered():
     hybrid = recipes.get("llama32_3b_rl_grpo_hybrid")
     assert hybrid.rollout.response_stair == "0:4096" and hybrid.init.hf_path.endswith("llama32_3b_decay_hybrid/hf")
     tiny = validate_rl(recipes.get("tiny_rl_grpo_short"))
-    u = units(tiny)
+    u = batch_sizes(tiny)
     assert (u.prompts, u.samples, u.updates_per_step) == (16, 8, 2)  # docs/tiny_science.md's GRPO settings
     assert (tiny.optim.lr, tiny.rollout.response_cap(0), tiny.train.time_budget_s) == (5e-5, 256, 120.0)
     assert recipes.get("tiny_rl_ppo_short").algo.name == recipes.get("tiny_rl_ppo_long").algo.name == "ppo"

@@ -78,7 +78,7 @@ def test_exact_resume(runs):
 
 def test_sigterm_saves_and_exits(runs):
     root, res, _ = runs
-    from octomega.train import checkpoint as ckpt
+    from octomega import checkpoint as ckpt
 
     assert res["sigterm"]["status"] == "interrupted" and res["sigterm"]["step"] == 2
     assert ckpt.complete_iterations(root / "sigterm" / "checkpoints") == [2]
@@ -96,7 +96,7 @@ def test_ppo_with_critic_and_reference(runs):
     # the KL in the reward uses the old log-probs: at step 1 the actor still is the reference
     assert rows[0]["reward_kl"] == pytest.approx(0.0, abs=1e-7) and rows[1]["reward_kl"] != 0
     assert rows[1]["ref_kl"] > 0  # the reference stays behind while the actor moves
-    from octomega.train import checkpoint as ckpt
+    from octomega import checkpoint as ckpt
 
     assert ckpt.complete_iterations(root / "ppo" / "critic" / "checkpoints") == [2]
 

@@ -10,7 +10,7 @@ import torch
 
 from octomega.convert.mapping import LlamaShape
 from octomega.convert.random_llama import tiny_shapes, write_random_llama
-from octomega.rl.vllm_sync import HFReceiver, VLLMReceiver, WeightSync
+from octomega.rl.weight_stream import HFReceiver, VLLMReceiver, WeightSync
 from rl_helpers import FakeLLM, RecordingReceiver, megatron_from_hf, read_safetensors, rename_to_te
 
 SHAPES = ["gqa2_untied_scaled", "gqa3_tied_scaled"]

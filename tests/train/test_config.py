@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from octomega.cli import dry_run_report, main, resolve_config
-from octomega.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict, validate
+from octomega.config import (ConfigError, ModelConfig, RunConfig, apply_overrides, from_dict, load_hf_config, to_dict,
+                             validate)
 from octomega.train.flops import flops_per_batch
 from octomega.train.schedule import budget, lr_at
 from recipes.paper import llama_model
@@ -118,3 +122,70 @@ def test_readme_recipe_table_is_the_estimate_scripts_output():
     # 6 N D with N ~ 1.24B parameters and D = 200B tokens is ~1.5e21 FLOPs; attention and logits add to it.
     assert 1.4e21 < e["flops"] < 2.2e21 and e["steps"] == 47_684
     assert e["gpu_hours"] == pytest.approx(e["flops"] / (MEASURED_MFU * 989.4e12) / 3600)
+
+
+# ------------------------------------------------------------------------------------------- HF configs
+
+
+def write_config(tmp_path, **overrides):
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
+    cfg.update(overrides)
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    return ModelConfig(hf_config=str(tmp_path))
+
+
+def test_hf_config_defaults_are_transformers_defaults(tmp_path):
+    m = load_hf_config(write_config(tmp_path))
+    assert (m.rope_theta, m.norm_eps, m.max_position_embeddings, m.tie_embeddings) == (10000.0, 1e-6, 2048, False)
+    assert m.rope_scaling is None and m.num_query_groups == 2 and m.vocab_size == 300
+
+
+def test_hf_config_rope_both_formats(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 6.0,
+               "original_max_position_embeddings": 1024}
+    old = load_hf_config(write_config(tmp_path, rope_theta=123.0, rope_scaling=scaling))
+    new = load_hf_config(write_config(tmp_path, rope_parameters={**scaling, "rope_theta": 123.0}))
+    for m in (old, new):
+        assert m.rope_theta == 123.0
+        assert (m.rope_scaling.factor, m.rope_scaling.low_freq_factor, m.rope_scaling.high_freq_factor,
+                m.rope_scaling.original_max_position_embeddings) == (8.0, 2.0, 6.0, 1024)
+    plain = load_hf_config(write_config(tmp_path, rope_parameters={"rope_type": "default", "rope_theta": 5.0}))
+    assert plain.rope_scaling is None and plain.rope_theta == 5.0
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "not a Llama"),
+    ({"architectures": ["LlamaForSequenceClassification"]}, "not a Llama"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 4.0}}, "lacks"),
+])
+def test_hf_config_refusals(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_hf_config(write_config(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize("field", ["num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                                   "vocab_size"])
+def test_hf_config_missing_field_names_the_file_and_the_field(tmp_path, field):
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'config.json'}: field '{field}' is missing")):
+        load_hf_config(write_config(tmp_path, **{field: None}))
+
+
+def test_hf_config_that_is_not_json_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'config.json'}: not valid JSON")):
+        load_hf_config(ModelConfig(hf_config=str(tmp_path)))
+
+
+def test_train_command_names_the_config_file_and_field(tmp_path, capsys):
+    write_config(tmp_path, num_hidden_layers=None)
+    assert main(["train", "tiny_stable", f"model.hf_config={tmp_path}", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"octomega train: error: {tmp_path / 'config.json'}: field 'num_hidden_layers' is missing; a Llama "
+                   "config.json needs num_hidden_layers, hidden_size, intermediate_size, num_attention_heads and "
+                   "vocab_size"), err
+

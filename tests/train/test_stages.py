@@ -91,7 +91,7 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_cleanly(tmp_path):
     assert proc.returncode == 0, output
     status = json.loads((run / "train_status.json").read_text())
     assert status["status"] == "interrupted" and 0 < status["step"] < 10_000
-    from octomega.train import checkpoint as ckpt
+    from octomega import checkpoint as ckpt
 
     latest = ckpt.latest_complete(run)
     assert latest is not None and latest.name == f"iter_{status['step']:07d}"
@@ -105,7 +105,7 @@ def _wandb_resume(rank, d):
     os.environ["WANDB_SILENT"] = "true"
     train(tiny_cfg(d, "logging.wandb=true", "train.exit_after_steps=2"))
     train(tiny_cfg(d, "logging.wandb=true"))
-    from octomega.train import checkpoint as ckpt
+    from octomega import checkpoint as ckpt
 
     return [json.loads((ckpt.iter_dir(d / "checkpoints", it) / ckpt.META).read_text())["wandb_id"]
             for it in ckpt.complete_iterations(d / "checkpoints")]

@@ -49,7 +49,7 @@ def train_many(rank: int, cfgs: list[dict]) -> list[dict]:
 
 def copy_run_upto(src, dst, iteration: int) -> None:
     """A copy of a run directory whose newest checkpoint is `iteration` (as if killed right after it)."""
-    from octomega.train import checkpoint as ckpt
+    from octomega import checkpoint as ckpt
 
     shutil.copytree(src, dst)
     for it in ckpt.complete_iterations(Path(dst) / "checkpoints"):

@@ -1,4 +1,5 @@
-"""Checkpoints: Megatron dist_checkpointing (torch_dist), laid out as Megatron-LM does, and atomic.
+"""Checkpoints: Megatron dist_checkpointing (torch_dist), laid out as Megatron-LM does, and atomic. Pre-training
+and RL write them; conversion, generation and the commands read them (docs/layers.md: below all of those).
 
     <run>/checkpoints/
         latest_checkpointed_iteration.txt      the newest COMPLETE iteration (Megatron-LM's tracker file)
@@ -20,6 +21,8 @@ import shutil
 from pathlib import Path
 
 import torch
+
+from octomega.config import ConfigError, to_dict
 
 MARKER = "COMPLETE"
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -47,6 +50,21 @@ def complete_iterations(save_dir: str | Path) -> list[int]:
             except ValueError:
                 pass
     return sorted(out)
+
+
+def latest_finite(save_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (of a run directory's checkpoints/ or a checkpoints dir) recorded as finite
+    ("finite" in its octomega.json: save_checkpoint checked its weights); None when there is none."""
+    d = Path(save_dir)
+    if (d / "checkpoints").is_dir():
+        d = d / "checkpoints"
+    for it in reversed(complete_iterations(d)):
+        try:
+            if json.loads((iter_dir(d, it) / META).read_text()).get("finite"):
+                return iter_dir(d, it)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def latest_complete(save_dir: str | Path) -> Path | None:
@@ -145,15 +163,36 @@ def _barrier():
         torch.distributed.barrier()
 
 
+class NonFiniteWeights(RuntimeError):
+    """save_checkpoint was given a model whose weights are not finite (NaN, inf): it wrote nothing."""
+
+
+def all_finite(tensors) -> bool:
+    """Whether every element of `tensors` is finite on every rank (every rank must call it: one all-reduce). A sum in
+    float64 per tensor: NaN and inf propagate, and finite fp32 values cannot overflow it."""
+    sums = [t.detach().sum(dtype=torch.float64) for t in tensors]
+    local = torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64)
+    bad = (~torch.isfinite(local)).to(torch.float32).reshape(1)
+    if torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":
+            bad = bad.cuda()
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return not bool(bad.item())
+
+
 def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=None, scheduler=None,
                     state: dict | None = None, config=None, keep_last: int | None = None) -> Path:
-    """Save on all ranks; the checkpoint counts only once rank 0 has written COMPLETE (last)."""
-    from megatron.core import dist_checkpointing
+    """Save on all ranks; the checkpoint counts only once rank 0 has written COMPLETE (last).
 
-    from octomega.config import to_dict
+    A model whose weights are not finite (on any rank) is never saved: NonFiniteWeights, and nothing written. So
+    every checkpoint is finite (octomega.json records "finite": true), and the keep_last rotation, which keeps the
+    newest ones, never deletes the newest finite checkpoint."""
+    from megatron.core import dist_checkpointing
 
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     target = iter_dir(save_dir, iteration)
+    if not all_finite(_unwrap(model).parameters()):
+        raise NonFiniteWeights(f"not saving {target}: the model's weights are not finite")
     if rank0:
         if target.exists():  # a leftover of an interrupted save of this iteration
             shutil.rmtree(target)
@@ -164,7 +203,7 @@ def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=No
     if rank0:
         meta = {"iteration": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "config": to_dict(config) if config is not None else None, "has_optimizer": optimizer is not None,
-                "param_dtype": _param_dtype(model), **(state or {})}
+                "param_dtype": _param_dtype(model), "finite": True, **(state or {})}
         (target / META).write_text(json.dumps(meta, indent=2, default=str))
         _fsync_dir(target)
         (target / MARKER).write_text("ok\n")
@@ -201,12 +240,12 @@ def load_checkpoint(path: str | Path, model, *, optimizer=None, load_rng: bool =
     target = resolve(path)
     meta = json.loads((target / META).read_text())
     if optimizer is not None and not meta.get("has_optimizer", True):
-        raise ValueError(f"{target} holds no optimizer state; set init.reset_optimizer=true to start a fresh one")
+        raise ConfigError(f"{target} holds no optimizer state; set init.reset_optimizer=true to start a fresh one")
     saved, now = meta.get("param_dtype"), _param_dtype(model)
     if optimizer is not None and saved is not None and saved != now:
         # A bf16 run's optimizer holds fp32 master weights that an fp32 run's has not (and the reverse): Megatron
         # would fail on a missing 'fp32_param' key. The weights alone load into either precision.
-        raise ValueError(f"{target} was saved by a {saved} run and this run is {now}: its optimizer state does not "
+        raise ConfigError(f"{target} was saved by a {saved} run and this run is {now}: its optimizer state does not "
                          f"fit. Set train.precision to match ({'bf16' if saved == 'bfloat16' else 'fp32'}), or "
                          "init.reset_optimizer=true to take the weights only")
     sharded = _sharded_state(model, optimizer, loading=True, with_rng=load_rng)
@@ -223,8 +262,3 @@ def load_checkpoint(path: str | Path, model, *, optimizer=None, load_rng: bool =
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
     return meta
-
-
-def load_model_weights(path: str | Path, model) -> int:
-    """Model weights only (any layout). Returns the checkpoint's iteration."""
-    return int(load_checkpoint(path, model)["iteration"])
