@@ -91,3 +91,29 @@ def run_pinned(tiny_root, *args: str, timeout: float = 2400) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"octomega {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout
+
+
+def checkpoint_tensors(iter_dir) -> dict:
+    """{path: tensor} of every tensor in a dist_checkpointing checkpoint directory (model and optimizer state), read
+    from its files alone (torch's dcp_to_torch_save); nested keys joined with '/', list items as [i]."""
+    import tempfile
+
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    flat: dict = {}
+
+    def walk(x, key):
+        if isinstance(x, torch.Tensor):
+            flat[key] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{key}[{i}]")
+
+    with tempfile.TemporaryDirectory() as d:
+        dcp_to_torch_save(str(iter_dir), f"{d}/all.pt")
+        walk(torch.load(f"{d}/all.pt", weights_only=False), "")
+    return flat

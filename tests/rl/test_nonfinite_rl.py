@@ -5,7 +5,6 @@ finite checkpoint kept) or, with train.on_nonfinite=skip, skips that step. Tiny 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,25 +68,9 @@ def runs(tmp_path_factory):
 
 
 def _tensors(iter_dir: Path) -> dict:
-    import torch
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from octomega.testing import checkpoint_tensors
 
-    with tempfile.TemporaryDirectory() as d:
-        dcp_to_torch_save(str(iter_dir), f"{d}/all.pt")
-        flat = {}
-
-        def walk(x, key):
-            if isinstance(x, torch.Tensor):
-                flat[key] = x
-            elif isinstance(x, dict):
-                for k, v in x.items():
-                    walk(v, f"{key}/{k}")
-            elif isinstance(x, (list, tuple)):
-                for i, v in enumerate(x):
-                    walk(v, f"{key}[{i}]")
-
-        walk(torch.load(f"{d}/all.pt", weights_only=False), "")
-    return {k: v for k, v in flat.items() if v.is_floating_point()}
+    return {k: v for k, v in checkpoint_tensors(iter_dir).items() if v.is_floating_point()}
 
 
 def test_a_critic_with_an_absurd_lr_diverges_and_keeps_the_last_finite_checkpoint(runs):

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -186,25 +185,9 @@ def runs(tmp_path_factory):
 
 def _tensors(iter_dir: Path) -> dict:
     """Every tensor of a checkpoint (model and optimizer state), read from its files alone."""
-    import torch
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from octomega.testing import checkpoint_tensors
 
-    with tempfile.TemporaryDirectory() as d:
-        dcp_to_torch_save(str(iter_dir), f"{d}/all.pt")
-        flat = {}
-
-        def walk(x, key):
-            if isinstance(x, torch.Tensor):
-                flat[key] = x
-            elif isinstance(x, dict):
-                for k, v in x.items():
-                    walk(v, f"{key}/{k}")
-            elif isinstance(x, (list, tuple)):
-                for i, v in enumerate(x):
-                    walk(v, f"{key}[{i}]")
-
-        walk(torch.load(f"{d}/all.pt", weights_only=False), "")
-    return flat
+    return checkpoint_tensors(iter_dir)
 
 
 def _all_finite(iter_dir: Path) -> bool:
