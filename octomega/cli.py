@@ -91,7 +91,7 @@ def dry_run_report(cfg, world_size: int | None = None) -> str:
 def cmd_train(argv: list[str], *, as_command: bool = False) -> int:
     """`as_command`: this process is the `octomega` command itself (not a call from Python), so it may restart
     itself to pin its CPU numerics (octomega.numerics.ensure)."""
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     return run_command("octomega train", args, lambda: _train(args, argv, as_command))
 
 

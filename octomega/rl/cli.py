@@ -49,7 +49,7 @@ def resolve(recipe: str, overrides: list[str]):
 def main(argv: list[str] | None = None, *, as_command: bool | None = None) -> int:
     """`as_command`: this process is the `octomega` command itself (not a call from Python), so it may restart
     itself to pin its CPU numerics (octomega.numerics.ensure); None: when `argv` is None (read from sys.argv)."""
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     if as_command is None:
         as_command = argv is None
     own_args = sys.argv[1:] if argv is None else argv

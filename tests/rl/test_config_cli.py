@@ -112,6 +112,12 @@ def test_cli_dry_run(tmp_path, capsys):
     assert saved["rollout"]["prompts_per_step"] == 128 and saved["kind"] == "rl"
 
 
+def test_cli_flags_before_overrides(tmp_path, capsys):
+    assert main(["llama32_3b_rl_grpo", "--dry-run", f"run_dir={tmp_path / 'r'}", "optim.lr=2e-6"]) == 0
+    assert json.loads((tmp_path / "r" / "config.dry_run.json").read_text())["optim"]["lr"] == 2e-6
+    capsys.readouterr()
+
+
 def test_cli_errors(capsys):
     assert main(["tiny_stable", "--dry-run"]) == 2
     assert "not an RL recipe" in capsys.readouterr().err

@@ -92,6 +92,17 @@ def test_megatron_flop_formula_reproduces_published_llama3_8b_figure():
     assert f / 8192 * 14451 / 1e12 == pytest.approx(744, abs=0.5)
 
 
+def test_flags_and_overrides_in_any_order(capsys, tmp_path):
+    """`--dry-run` before the overrides (argparse's plain parse_args refused the overrides after a flag)."""
+    for n, argv in enumerate((["train", "tiny_stable", "--dry-run", f"run_dir={tmp_path / 'a'}", "optim.lr=1e-3"],
+                              ["train", "--dry-run", "tiny_stable", f"run_dir={tmp_path / 'b'}", "--world-size", "1",
+                               "optim.lr=1e-3"])):
+        assert main(argv) == 0, argv
+        saved = json.loads((tmp_path / "ab"[n] / "config.dry_run.json").read_text())
+        assert saved["optim"]["lr"] == 1e-3
+    capsys.readouterr()
+
+
 def test_every_paper_recipe_dry_runs(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("OCTOMEGA_RUNS", str(tmp_path))
     for size in ("llama32_1b", "llama32_3b", "llama31_8b"):
