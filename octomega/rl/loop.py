@@ -140,7 +140,7 @@ class RLTrainer:
         self.logger = start_logging(RLMetricsLogger, cfg, self.run_dir, total_steps=cfg.train.steps,
                                     is_writer=self.is_writer, wandb_id=self.meta.get("wandb_id"),
                                     headline=f"RL ({cfg.algo.name}) {cfg.name}: " + "; ".join(self.sizes.describe())
-                                    + f"; starting at step {self.start_step}")
+                                    + f"; starting at step {self.start_step}", start_step=self.start_step)
         control = RunControl(self.run_dir, is_writer=self.is_writer, status_file="rl_status.json",
                              start_step=self.start_step, total_steps=cfg.train.steps,
                              exit_after_steps=cfg.train.exit_after_steps, save_interval=cfg.checkpoint.save_interval,

@@ -199,7 +199,8 @@ class Trainer:
         micro_per_step = self.micro_batches_per_step
         self.logger = start_logging(MetricsLogger, cfg, self.run_dir, total_steps=b.steps, is_writer=self.is_writer,
                                     wandb_id=self.meta.get("wandb_id"),
-                                    headline=f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}")
+                                    headline=f"training {cfg.name}: {b.describe()}; starting at step {self.start_step}",
+                                    start_step=self.start_step)
         flops = flops_per_batch(cfg.model, cfg.train.seq_length, cfg.train.global_batch_size)
         speed = Throughput(flops, b.tokens_per_step, self.rt.world_size, detect_peak_flops())
         data = self.data_iterator(self.start_step)

@@ -49,18 +49,52 @@ def open_run_dir(cfg, *, is_writer: bool) -> Path:
 
 
 def start_logging(logger_cls, cfg, run_dir: Path, *, total_steps: int, is_writer: bool, wandb_id: str | None,
-                  headline: str):
+                  headline: str, start_step: int = 0):
     """The run's metrics logger (octomega.train.callbacks.MetricsLogger or a subclass), then the run's first
-    console lines (rank 0): `headline` and, on a CPU, the numerics in effect (octomega/numerics.py)."""
+    console lines (rank 0): `headline` and, on a CPU, the numerics in effect (octomega/numerics.py).
+
+    A run that starts at `start_step` (resumed from that checkpoint) logs the steps after it again, so records of
+    later steps already in metrics.jsonl (written by a killed process after its last checkpoint) move to
+    metrics.superseded.jsonl: metrics.jsonl then has each step once, and nothing is lost."""
     from octomega import numerics
     from octomega.runtime import use_gpu
 
     logger = logger_cls(cfg, run_dir, total_steps=total_steps, is_writer=is_writer, wandb_id=wandb_id)
     if is_writer:
+        supersede_records_after(run_dir / "metrics.jsonl", start_step)
         print(headline, flush=True)
         if not use_gpu():
             print(numerics.summary(cfg.train.cpu_numerics), flush=True)
     return logger
+
+
+def supersede_records_after(path: Path, step: int) -> int:
+    """Move the records of metrics file `path` whose step is after `step` (and a torn last line) to
+    <name>.superseded.jsonl beside it, each marked {"superseded_at_resume": step}; returns how many moved."""
+    if not path.is_file():
+        return 0
+    keep, moved = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # the line a kill -9 cut short
+            moved.append({"superseded_at_resume": step, "unparsed": line})
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+            moved.append({**rec, "superseded_at_resume": step})
+        else:
+            keep.append(line)
+    if moved:
+        with open(path.with_name(path.stem + ".superseded.jsonl"), "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in moved)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+        print(f"{path}: {len(moved)} record(s) after step {step} (logged after the last checkpoint) moved to "
+              f"{path.stem}.superseded.jsonl; this run logs those steps again", flush=True)
+    return len(moved)
 
 
 def any_rank(*flags: bool) -> list[bool]:

@@ -94,3 +94,23 @@ def test_only_the_writer_writes_the_status(tmp_path):
     control.close()
     assert control.write_status(0, extra=1)["extra"] == 1
     assert not (tmp_path / "status.json").exists()
+
+
+def test_records_after_the_resumed_step_are_superseded_not_lost(tmp_path):
+    """kill -9 after step 20 with the last checkpoint at step 10: the resumed run logs steps 11-20 again, so the
+    old records of those steps (and the torn last line) move to metrics.superseded.jsonl, marked."""
+    import json
+
+    from octomega.train.run import supersede_records_after
+
+    path = tmp_path / "metrics.jsonl"
+    recs = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in range(1, 21)] + [{"kind": "valid", "step": 10}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"kind": "train", "st')
+    assert supersede_records_after(path, 10) == 11
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in kept] == list(range(1, 11)) + [10]
+    moved = [json.loads(x) for x in (tmp_path / "metrics.superseded.jsonl").read_text().splitlines()]
+    assert [r.get("step") for r in moved] == list(range(11, 21)) + [None]
+    assert all(r["superseded_at_resume"] == 10 for r in moved) and moved[-1]["unparsed"].startswith('{"kind"')
+    assert supersede_records_after(path, 10) == 0  # idempotent
+    assert supersede_records_after(tmp_path / "absent.jsonl", 0) == 0
