@@ -102,6 +102,10 @@ def _train(args: argparse.Namespace, argv: list[str], as_command: bool) -> int:
     from octomega import numerics
 
     numerics.ensure(cfg.train.cpu_numerics, command=["train", *argv] if as_command else None, prog="octomega train")
+    if as_command:
+        from octomega.train.run import catch_early_signals
+
+        catch_early_signals()
     prepare_recipe(args.recipe, cfg)  # the tiny recipes build their synthetic corpora on first use
     from octomega.train.loop import run_training
 

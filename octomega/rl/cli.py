@@ -69,6 +69,10 @@ def _rl(args: argparse.Namespace, own_args: list[str], as_command: bool) -> int:
     from octomega import numerics
 
     numerics.ensure(cfg.train.cpu_numerics, command=["rl", *own_args] if as_command else None, prog="octomega rl")
+    if as_command:
+        from octomega.train.run import catch_early_signals
+
+        catch_early_signals()
     from octomega.rl.loop import run_rl
 
     result = run_stage(run_rl, cfg)

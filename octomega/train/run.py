@@ -123,14 +123,35 @@ def _number(value: float | None) -> float | str | None:
     return value if value is None or math.isfinite(value) else str(float(value))
 
 
+_EARLY_SIGNAL: dict[str, int | None] = {"signum": None}
+
+
+def catch_early_signals() -> None:
+    """Called by `octomega train` / `octomega rl` as soon as the config is known: a SIGTERM or SIGUSR1 that comes
+    while torch, the data and the model load (seconds to minutes) is remembered instead of killing the process
+    (exit 143, no checkpoint, no status file); the run's ExitSignal takes it over, so the run stops after its first
+    step with a checkpoint and the status "interrupted", as for a signal at any later time."""
+    def remember(signum, frame):
+        _EARLY_SIGNAL["signum"] = signum
+        print(f"received {signal.Signals(signum).name} while starting: the run will save and exit after its first "
+              "step", file=sys.stderr, flush=True)
+
+    for sig in ExitSignal.SIGNALS:
+        try:
+            signal.signal(sig, remember)
+        except ValueError:  # not the main thread
+            pass
+
+
 class ExitSignal:
     """SIGTERM / SIGUSR1 (Slurm's pre-emption and time-limit warnings; torchrun forwards TERM) set a flag; the
-    loop saves a checkpoint at the end of the current step and exits cleanly."""
+    loop saves a checkpoint at the end of the current step and exits cleanly. A signal caught while the process
+    was starting (catch_early_signals) counts as received."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
-        self.received: int | None = None
+        self.received: int | None = _EARLY_SIGNAL["signum"]
         self._previous = {}
         for sig in self.SIGNALS:
             try:

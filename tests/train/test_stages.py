@@ -98,6 +98,44 @@ def test_sigterm_saves_a_complete_checkpoint_and_exits_cleanly(tmp_path):
     assert "saving a checkpoint after this step" in output
 
 
+@pytest.mark.slow
+def test_sigterm_while_starting_still_saves_and_reports(tmp_path):
+    """A SIGTERM that comes while torch and the model load (it used to kill the process: exit 143, no status
+    file) is remembered: the run stops after its first step with a complete checkpoint, status "interrupted"."""
+    from octomega.config import RunConfig, from_dict, to_json
+
+    run = tmp_path / "early"
+    cfg = from_dict(RunConfig, tiny_cfg(run, "train.train_tokens=2560000", "checkpoint.save_interval=0"))
+    path = tmp_path / "cfg.json"
+    path.write_text(to_json(cfg))
+    env = dict(os.environ, OCTOMEGA_DEVICE="cpu", WANDB_MODE="disabled")
+    proc = subprocess.Popen([sys.executable, "-m", "octomega", "train", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def catches_sigterm() -> bool:  # the handler is installed (Linux: the caught-signals mask of the process)
+        try:
+            status = open(f"/proc/{proc.pid}/status").read()
+        except FileNotFoundError:
+            return False
+        mask = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1], 16)
+        return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not catches_sigterm():
+        time.sleep(0.01)
+    assert catches_sigterm(), "octomega train never installed its signal handler"
+    assert not metrics(run), "the run had already logged a step: the signal would not test the start"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "while starting" in output
+    status = json.loads((run / "train_status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 1
+    from octomega import checkpoint as ckpt
+
+    assert ckpt.latest_complete(run).name == "iter_0000001"
+
+
 def _wandb_resume(rank, d):
     import os
 
