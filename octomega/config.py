@@ -281,16 +281,69 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+_JSON_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(value: Any, tp: Any, path: str) -> Any:
+    """`value` read from a saved config JSON, checked against the field's type as strictly as an override is
+    (a string is not an integer: "50" for an int field is an error), and converted where JSON has no such type
+    (a list for a tuple field)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _typed(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{path}: null is not allowed")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}={value!r}: expected one of {', '.join(map(str, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}={value!r}: expected a list")
+        items = [_typed(v, args[0] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args[i],
+                        f"{path}[{i}]") if args else v for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r}: expected an object")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r}: expected an object with the fields of {tp.__name__}")
+        return from_dict(tp, value, f"{path}.")
+    if tp in _JSON_KIND:
+        ok = (isinstance(value, bool) if tp is bool else
+              isinstance(value, str) if tp is str else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                  tp is float or float(value).is_integer()))
+        if not ok:
+            got = f"{type(value).__name__} {value!r}" if not isinstance(value, str) else f"the string {value!r}"
+            raise ConfigError(f"{path}: expected {_JSON_KIND[tp]}, got {got}")
+        return int(value) if tp is int else float(value) if tp is float else value
+    return value
+
+
 def from_dict(cls: type, data: dict, path: str = "") -> Any:
-    """Rebuild a config dataclass from `to_dict` output (a checkpoint's saved config)."""
+    """Rebuild a config dataclass from `to_dict` output (a saved config.json, a checkpoint's config), with every
+    value checked against its field's type (ConfigError naming the field otherwise)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.rstrip('.') or 'the config'}: expected a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in data.items():
         if k not in hints:
             raise ConfigError(f"unknown key {path + k!r} in saved config")
-        tp = hints[k]
-        sub = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
-        kwargs[k] = from_dict(sub[0], v, f"{path}{k}.") if sub and isinstance(v, dict) else v
+        kwargs[k] = _typed(v, hints[k], path + k)
     return cls(**kwargs)
 
 

@@ -42,7 +42,21 @@ def load_config(name: str, kind: str, cls: type):
         path = Path(name)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        return from_dict(cls, json.loads(path.read_text()))
+        text = path.read_text()
+        if not text.strip():
+            raise ConfigError(f"config file {path} is empty: pass a run's config.json or a recipe name")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+                              ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a JSON object (a run's config.json), got "
+                              f"{type(data).__name__}")
+        try:
+            return from_dict(cls, data)
+        except ConfigError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
     import recipes
 
     return recipes.get(name, kind)

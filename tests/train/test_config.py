@@ -200,3 +200,28 @@ def test_train_command_names_the_config_file_and_field(tmp_path, capsys):
                    "config.json needs num_hidden_layers, hidden_size, intermediate_size, num_attention_heads and "
                    "vocab_size"), err
 
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "checkpoint.save_interval: expected an integer, got the string '50'"),
+    ("", "is empty"), ("[1, 2]", "expected a JSON object (a run's config.json), got list"),
+    ('{"name": ', "not valid JSON (Expecting value at line 1, column 10)"),
+    ('{"optim": {"lr": "3e-4"}}', "optim.lr: expected a number, got the string '3e-4'"),
+    ('{"train": {"stage": "warmup"}}', "train.stage='warmup': expected one of"),
+    ('{"optim": 5}', "optim=5: expected an object"), ('{"nmae": "x"}', "unknown key 'nmae'")])
+def test_a_saved_config_is_checked_like_overrides(tmp_path, capsys, content, message):
+    """A saved config JSON gets the same type and value checks as overrides, and a malformed, empty or non-object
+    file is one line naming the file (it used to pass --dry-run and fail after step 1, or give a traceback)."""
+    from octomega.config import RunConfig, from_dict, to_dict
+
+    path = tmp_path / "cfg.json"
+    if content is None:
+        data = to_dict(resolve_config("tiny_stable", [f"run_dir={tmp_path / 'r'}"]))
+        data["checkpoint"]["save_interval"] = "50"
+        content = json.dumps(data)
+    path.write_text(content)
+    assert main(["train", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"octomega train: error: config file {path}") and message in err[0]
+    good = to_dict(resolve_config("tiny_stable", []))
+    assert from_dict(RunConfig, json.loads(json.dumps(good))) == resolve_config("tiny_stable", [])  # round trip
