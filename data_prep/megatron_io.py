@@ -72,7 +72,30 @@ def read_index(prefix: str | os.PathLike) -> Index:
     if os.path.getsize(bin_path) != index.n_tokens * dtype.itemsize:
         raise PrefixError(f"{bin_path}: {os.path.getsize(bin_path)} bytes, but {idx_path} describes "
                           f"{index.n_tokens} {dtype.name} tokens ({index.n_tokens * dtype.itemsize} bytes)")
+    check_pointers(index)
     return index
+
+
+def check_pointers(index: Index) -> None:
+    """The sequences of an index must tile its .bin in order: pointer i = the bytes of sequences 0..i-1, and the
+    document index runs from 0 to the sequence count without going back. One cumulative sum; a shifted or
+    corrupted pointer would otherwise make Megatron read other documents' tokens without any error."""
+    idx_path = index.prefix + ".idx"
+    if (index.lengths < 0).any():
+        raise PrefixError(f"{idx_path}: negative sequence length at sequence {int(np.argmax(index.lengths < 0))}")
+    expected = np.zeros(len(index.lengths), np.int64)
+    np.cumsum(index.lengths[:-1], dtype=np.int64, out=expected[1:])
+    expected *= index.dtype.itemsize
+    bad = np.flatnonzero(index.pointers != expected)
+    if len(bad):
+        i = int(bad[0])
+        raise PrefixError(f"{idx_path}: sequence {i} starts at byte {int(index.pointers[i])} of the .bin, but the "
+                          f"lengths before it put it at byte {int(expected[i])} ({len(bad)} pointer(s) wrong): the "
+                          "index is corrupt; re-run data_prep.tokenize for this corpus")
+    d = index.doc_idx
+    if len(d) and (d[0] != 0 or d[-1] != len(index.lengths) or (np.diff(d) < 0).any()):
+        raise PrefixError(f"{idx_path}: the document index must run from 0 to {len(index.lengths)} in order: the "
+                          "index is corrupt; re-run data_prep.tokenize for this corpus")
 
 
 def read_tokens(index: Index, first: int, count: int = 1) -> list[np.ndarray]:

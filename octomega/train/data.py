@@ -114,6 +114,17 @@ class MockDataset(torch.utils.data.Dataset):
                 "position_ids": torch.arange(self.seq_length)}
 
 
+def check_prefix(prefix: str) -> None:
+    """A corpus's .bin/.idx pair is whole and consistent (sizes, sequence pointers, document index), checked in
+    one pass over the index before Megatron reads it: a ConfigError naming the file otherwise."""
+    from data_prep.megatron_io import PrefixError, read_index
+
+    try:
+        read_index(prefix)
+    except PrefixError as e:
+        raise ConfigError(f"data: {e}") from None
+
+
 def build_datasets(cfg: RunConfig, num_train_samples: int, dp: int):
     """(train dataset, {valid name: dataset}, blend dict or None, tokenizer info)."""
     check_document_policy(cfg.data)
@@ -138,9 +149,11 @@ def build_datasets(cfg: RunConfig, num_train_samples: int, dp: int):
                               f"vs {have})")
     cache = os.path.join(cfg.resolved_run_dir, "data_cache")
     prefixes = [c["prefix"] for c in blend["corpora"]]
+    valid_blend = read_blend(cfg.data.valid_blend) if cfg.data.valid_blend else blend
+    for prefix in prefixes + [v["prefix"] for v in valid_blend.get("valid", [])]:
+        check_prefix(prefix)
     weights = [float(c["weight"]) for c in blend["corpora"]]
     train = _build(cfg, tok, cache, 0, prefixes, weights, num_train_samples)
-    valid_blend = read_blend(cfg.data.valid_blend) if cfg.data.valid_blend else blend
     valid = {v["name"]: _build(cfg, tok, cache, 1, [v["prefix"]], None, n_valid) for v in valid_blend.get("valid", [])}
     return train, valid, blend, tok
 
