@@ -480,12 +480,38 @@ def check_numbers(cfg: Any) -> None:
         raise ConfigError(f"train.max_skipped_steps={cfg.train.max_skipped_steps}: must be >= 0")
 
 
+def check_optimizer(section: Any, path: str) -> None:
+    """The ranges an AdamW section must keep (pre-training's optim, RL's optim and critic): a positive LR, a
+    non-negative weight decay and clip, betas in [0, 1), a positive epsilon. One ConfigError naming the field."""
+    def need(name: str, ok, what: str) -> None:
+        value = getattr(section, name, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{path}.{name}={value!r}: must be {what}")
+
+    need("lr", lambda v: v > 0, "> 0")
+    need("min_lr", lambda v: v >= 0, ">= 0")
+    need("min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1")
+    need("weight_decay", lambda v: v >= 0, ">= 0")
+    need("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)")
+    need("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)")
+    need("adam_eps", lambda v: v > 0, "> 0")
+    need("clip_grad", lambda v: v >= 0, ">= 0 (0 turns clipping off)")
+    need("warmup_tokens", lambda v: v >= 0, ">= 0")
+    need("warmup_steps", lambda v: v >= 0, ">= 0")
+    lr, min_lr = getattr(section, "lr", None), getattr(section, "min_lr", None)
+    if lr is not None and min_lr is not None and min_lr > lr:
+        raise ConfigError(f"{path}.min_lr={min_lr!r} is above {path}.lr={lr!r}: a decay ends below its peak")
+
+
 def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
     """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg.
     Standard library only (no torch, no Megatron-Core): a recipe validates in a fraction of a second."""
     cfg.model = load_hf_config(cfg.model)
     check_numbers(cfg)
+    check_optimizer(cfg.optim, "optim")
     m, p, t = cfg.model, cfg.parallel, cfg.train
+    if t.seq_length < 1:
+        raise ConfigError(f"train.seq_length={t.seq_length}: must be >= 1")
     dp = check_layout(p, world_size)
     if m.num_attention_heads % p.tp:
         raise ConfigError(f"parallel.tp={p.tp} does not divide model.num_attention_heads={m.num_attention_heads}")

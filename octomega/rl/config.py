@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from octomega.config import (ConfigError, LoggingConfig, ModelConfig, NamedRun, NonFiniteSteps, ParallelConfig,
-                             check_layout, check_numbers, to_json)
+                             check_layout, check_numbers, check_optimizer, to_json)
 
 
 @dataclass(kw_only=True)
@@ -256,6 +256,8 @@ def validate_rl(cfg: RLConfig, world_size: int | None = None) -> RLConfig:
     if getattr(cfg, "kind", "rl") != "rl":
         raise ConfigError("not an RL config")
     check_numbers(cfg)
+    check_optimizer(cfg.optim, "optim")
+    check_optimizer(cfg.critic, "critic")
     dp = check_layout(p, world_size)
     if sum(x is not None for x in (cfg.init.hf_path, cfg.init.from_checkpoint)) != 1:
         raise ConfigError("set exactly one of init.hf_path (a Hugging Face Llama directory) and "

@@ -118,6 +118,13 @@ def test_cli_flags_before_overrides(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_optimizer_ranges_are_checked_for_actor_and_critic(capsys):
+    assert main(["llama32_3b_rl_ppo", "critic.lr=-1", "--dry-run"]) == 2
+    assert "critic.lr=-1.0: must be > 0" in capsys.readouterr().err
+    assert main(["llama32_3b_rl_grpo", "optim.weight_decay=-0.5", "--dry-run"]) == 2
+    assert "optim.weight_decay=-0.5: must be >= 0" in capsys.readouterr().err
+
+
 def test_cli_errors(capsys):
     assert main(["tiny_stable", "--dry-run"]) == 2
     assert "not an RL recipe" in capsys.readouterr().err

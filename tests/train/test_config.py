@@ -225,3 +225,16 @@ def test_a_saved_config_is_checked_like_overrides(tmp_path, capsys, content, mes
     assert len(err) == 1 and err[0].startswith(f"octomega train: error: config file {path}") and message in err[0]
     good = to_dict(resolve_config("tiny_stable", []))
     assert from_dict(RunConfig, json.loads(json.dumps(good))) == resolve_config("tiny_stable", [])  # round trip
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=0", "optim.lr=0.0: must be > 0"), ("optim.lr=-1e-3", "optim.lr=-0.001: must be > 0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1: must be >= 0"),
+    ("train.seq_length=0", "train.seq_length=0: must be >= 1"), ("optim.min_lr=-1", "optim.min_lr=-1.0: must be >= 0"),
+    ("optim.adam_beta2=1", "optim.adam_beta2=1.0: must be in [0, 1)"),
+    ("optim.min_lr=1", "optim.min_lr=1.0 is above optim.lr=0.0015")])
+def test_out_of_range_optimizer_values_are_one_line_errors_in_dry_run(capsys, tmp_path, override, message):
+    """They used to pass as an AssertionError or ZeroDivisionError traceback from deep inside the dry run."""
+    assert main(["train", "tiny_stable", "--dry-run", override, f"run_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"octomega train: error: {message}"] or (len(err) == 1 and message in err[0]), err
