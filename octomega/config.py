@@ -193,21 +193,27 @@ class RunConfig(NamedRun):
 # ----------------------------------------------------------------------------------------------- overrides
 
 
+def _first_that_fits(members: tuple, parse, path: str) -> Any:
+    """parse(member) for the members of a Union other than None, the first that does not raise ConfigError; else
+    the first member's error."""
+    errors = []
+    for member in members:
+        if member is type(None):
+            continue
+        try:
+            return parse(member)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{path}: null is not allowed")
+
+
 def _coerce(text: str, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and text.lower() in ("none", "null"):
             return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(text, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
+        return _first_that_fits(args, lambda member: _coerce(text, member, path), path)
     if origin is Literal:
         if text not in args:
             raise ConfigError(f"{path}={text!r}: expected one of {', '.join(map(str, args))}")
@@ -294,15 +300,7 @@ def _typed(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _typed(value, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: null is not allowed")
+        return _first_that_fits(args, lambda member: _typed(value, member, path), path)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}={value!r}: expected one of {', '.join(map(str, args))}")
