@@ -83,6 +83,12 @@ class HFCheckpoint:
         except (OSError, struct.error, ValueError) as e:
             raise ConvertError(f"{path}: not a readable safetensors file ({e})") from None
         header.pop("__metadata__", None)
+        need = 8 + n + max((int(info["data_offsets"][1]) for info in header.values()
+                            if isinstance(info, dict) and "data_offsets" in info), default=0)
+        have = path.stat().st_size
+        if have < need:
+            raise ConvertError(f"{path}: truncated: {have:,} bytes, but its header describes {need:,}; the download "
+                               "or copy is incomplete")
         return header
 
     def dtype(self) -> torch.dtype:

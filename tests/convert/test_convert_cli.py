@@ -132,6 +132,14 @@ def test_missing_shard(src, tmp_path, capsys):
     run_bad(["hf-to-mcore", str(src), str(tmp_path / "ck")], capsys, "missing weight shard", tmp_path / "ck")
 
 
+def test_truncated_shard_is_named_before_any_work(src, tmp_path, capsys):
+    """A shard cut short (an interrupted download) was a RuntimeError with a traceback from deep in the writer."""
+    shard = sorted(glob.glob(f"{src}/model-*.safetensors"))[1]
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    run_bad(["hf-to-mcore", str(src), str(tmp_path / "ck")], capsys, f"{shard}: truncated: ", tmp_path / "ck")
+
+
 def test_missing_tensor_and_pytorch_bin(src, tmp_path, capsys):
     index = json.loads((src / "model.safetensors.index.json").read_text())
     del index["weight_map"]["model.layers.1.mlp.up_proj.weight"]
