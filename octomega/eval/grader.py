@@ -122,8 +122,9 @@ def _harness_prediction(text: str, bench: Benchmark, question: str):
 def extract_answer(text: str, benchmark: str | Benchmark, *, question: str = "",
                    suite: str = "base-fewshot") -> str | None:
     """The extracted answer as a string (several MATH answers joined by ", "); None when nothing was found.
-    Runs here, without a time limit (the harness's normalisation is quadratic on some inputs, e.g. a number
-    100,000 digits long); ``extract_answer_within`` runs it in a grading worker with a budget."""
+    Runs here, without a time limit; ``extract_answer_within`` runs it in a grading worker with a budget (the
+    harness's rules are regular expressions over model output, and one of them was once quadratic on long digit
+    runs: the budget holds whatever the next one does)."""
     return _extract(text, _bench(benchmark), question, suite)
 
 
