@@ -352,14 +352,24 @@ def to_json(cfg: Any) -> str:
 # ---------------------------------------------------------------------------------------- HF config.json
 
 
-def _read_hf_json(path: Path) -> dict:
+def read_json_object(path: Path, what: str, where: str | None = None) -> dict:
+    """The JSON object in file `path`, which should be `what` (for the messages); `where` names the file in them
+    (default: its path). A ConfigError naming the file for an empty file, text that is not UTF-8 or not JSON (with
+    line and column), or JSON that is not an object."""
+    where = where or str(path)
     try:
-        hf = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(f"{path}: expected a JSON object (a Hugging Face config.json)")
-    return hf
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start}); expected {what}") from None
+    if not text.strip():
+        raise ConfigError(f"{where} is empty: expected {what}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object ({what}), got {type(data).__name__}")
+    return data
 
 
 def load_hf_config(model: ModelConfig) -> ModelConfig:
@@ -371,7 +381,7 @@ def load_hf_config(model: ModelConfig) -> ModelConfig:
         path = path / "config.json"
     if not path.exists():
         raise ConfigError(f"model.hf_config: {path} does not exist")
-    hf = _read_hf_json(path)
+    hf = read_json_object(path, "a Hugging Face config.json")
     archs = hf.get("architectures") or []
     if hf.get("model_type") != "llama" or (archs and "LlamaForCausalLM" not in archs):
         raise ConfigError(f"{path}: model_type {hf.get('model_type')!r}, architectures {archs} is not a Llama "

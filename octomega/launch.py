@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Callable
 
-from octomega.config import ConfigError, from_dict, to_json
+from octomega.config import ConfigError, from_dict, read_json_object, to_json
 
 
 DEBUG_HELP = "on an input error, show its traceback too (other errors always show theirs)"
@@ -42,17 +41,7 @@ def load_config(name: str, kind: str, cls: type):
         path = Path(name)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
-        if not text.strip():
-            raise ConfigError(f"config file {path} is empty: pass a run's config.json or a recipe name")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
-                              ) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a JSON object (a run's config.json), got "
-                              f"{type(data).__name__}")
+        data = read_json_object(path, "a run's config.json", f"config file {path}")
         try:
             return from_dict(cls, data)
         except ConfigError as e:
