@@ -1,4 +1,9 @@
-"""The benchmark registry: the 13 of the OctoThinker evaluation, AIME24, two extras and tiny_arith.
+"""The benchmark registry: the paper's 13 (the default suite), three extras (AIME24, minerva_math, college_math)
+and tiny_arith.
+
+The 13: the 12 of the authors' harness config (GAIR-NLP/OctoThinker eval/configs/en_math_cot_few_shot_test_configs.json:
+gsm8k, math, olympiad-bench, amc, math_sat, ocw-courses, mmlu-stem, mathqa, svamp, tabmwp, asdiv, mawps) plus MATH500
+(its test file ships with that harness, eval/datasets/math500/test.jsonl, and the authors' RL validation uses it).
 
 For each benchmark: how a record of its test file becomes an ``Item`` (question text as the harness builds it,
 gold answer as the harness parses it), which few-shot prompt and scoring scheme it uses, and where users can
@@ -184,9 +189,10 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("tabmwp", "TabMWP", "tabmwp", "gsm_8shot", _tabmwp, 1000),
     Benchmark("asdiv", "ASDiv", "gsm", "gsm_8shot", _asdiv, 2215, HubSource("EleutherAI/asdiv", split="validation")),
     Benchmark("mawps", "MAWPS", "gsm", "gsm_8shot", _mawps, 2065),
+    # Extras, outside the paper's 13 (run when named in --benchmarks): AIME24 (not in the authors' harness: AMC's
+    # prompt and rules), the OCW problems in Qwen2.5-Math's layout, and College Math.
     Benchmark("aime24", "AIME24", "gsm", "amc_0shot", _amc, 30, HubSource("HuggingFaceH4/aime_2024", split="train"),
-              small=True),
-    # Extras, outside the paper's table: the same OCW problems in Qwen2.5-Math's layout, and College Math.
+              small=True, suite=False),
     Benchmark("minerva_math", "Minerva Math (OCW)", "math", "minerva_math_4shot", _minerva, 272, suite=False),
     Benchmark("college_math", "College Math", "math", "minerva_math_4shot", _college_math, 2818, suite=False),
     # The tiny pipeline's synthetic test set (data_prep.synth): integer answers, levels 1-3.
@@ -194,7 +200,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
 ]}
 ALIASES = {"olympiad_bench": "olympiadbench", "sat": "sat_math", "math_sat": "sat_math", "ocwcourses": "ocw",
            "mmlu-stem": "mmlu_stem", "aime": "aime24", "amc": "amc23", "gsm": "gsm8k"}
-DEFAULT_SUITE = [name for name, b in BENCHMARKS.items() if b.suite]
+DEFAULT_SUITE = [name for name, b in BENCHMARKS.items() if b.suite]  # the paper's 13
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -42,13 +42,17 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", help=f"comma-separated (default: {','.join(DEFAULT_SUITE)}; also "
                                         f"{','.join(b for b in BENCHMARKS if b not in DEFAULT_SUITE)})")
     p.add_argument("--limit", type=int, help="first N items of each benchmark")
-    p.add_argument("--samples", type=int, default=1, help="K sampled completions for avg@K (small sets unless "
-                                                          "--samples-on all)")
+    p.add_argument("--samples", type=int, default=1, help="K sampled completions for avg@K besides the greedy one "
+                                                          "(small sets unless --samples-on all). Not in the authors' "
+                                                          "eval (greedy, one repeat); off in the paper recipes")
     p.add_argument("--samples-on", choices=("small", "all"), default="small")
-    p.add_argument("--temperature", type=float, default=0.8, help="temperature of the K samples (greedy pass: 0)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="temperature of the K samples (greedy pass: 0); 0.8 is a third-party fork's setting, "
+                        "not the authors'")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, help="default 1024 (base-fewshot), 2048 (zero-shot suites)")
+    p.add_argument("--max-new-tokens", type=int, help="default 1024 (base-fewshot), 2048 (zero-shot suites); the RL "
+                                                     "evaluation recipes: their RL stair's last cap")
     p.add_argument("--backend", default="hf", help="hf | vllm | megatron")
     p.add_argument("--batch-size", type=int, help="rows per forward pass (hf; megatron if it accepts it)")
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")

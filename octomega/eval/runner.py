@@ -31,12 +31,16 @@ log = logging.getLogger("octomega.eval")
 class EvalSettings:
     suite: str = "base-fewshot"
     max_new_tokens: int | None = None
-    """tokens per completion; default 1024 (RECIPE: base models, max 1024 new tokens), 2048 zero-shot (assumed)."""
+    """tokens per completion; default 1024 few-shot (GAIR-NLP/OctoThinker eval/infer/run_cot_eval.py: max_tokens=1024),
+    2048 zero-shot (assumed; the RL evaluation recipes set their RL stair's last cap, recipes/evals.py)."""
     samples: int = 1
     """K sampled completions per item for avg@K (in addition to the greedy one) when > 1."""
     samples_on: str = "small"
     """which benchmarks get the K samples: "small" (AMC23, AIME24) or "all"."""
-    sample_temperature: float = 0.8  # the authors' eval script samples at 0.8 (eval/scripts, n_repeats=5)
+    # Temperature of the K samples. Not the authors' setting: their eval script is greedy with one repeat
+    # (GAIR-NLP/OctoThinker eval/scripts/en_math_cot_eval_last4dir.sh: temperature=0, n_repeats=1); 0.8 and
+    # avg@K come from a third-party fork of that harness. An option here, off in the paper recipes.
+    sample_temperature: float = 0.8
     top_p: float = 1.0
     seed: int = 0
     chunk_size: int = 64

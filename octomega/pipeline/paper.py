@@ -5,8 +5,8 @@
     eval_base                                                     (no dependency: the untouched base model)
 
 The eval jobs run the evaluation recipes of recipes/evals.py through slurm/eval.sh (`<size>_eval_base`,
-`<size>_eval_<b>`, `<size>_eval_rl_<b>`): the recipe holds the paper's settings (suite, avg@16 on the small sets,
-tensor parallel size, output directory), so the chain passes none. SUITE, BACKEND and OUT, which slurm/eval.sh
+`<size>_eval_<b>`, `<size>_eval_rl_<b>`): the recipe holds the paper's settings (suite, greedy, the RL models' token
+cap = their RL stair's last cap, tensor parallel size, output directory), so the chain passes none. SUITE, BACKEND and OUT, which slurm/eval.sh
 reads as overrides, are removed from the environment the chain submits with (a stray OUT in the shell would send
 every eval job to one directory); the command says so when it drops one. Data preparation submits its own
 datatrove job arrays (`slurm/data_prep.sh all`, run it first, where sbatch works).

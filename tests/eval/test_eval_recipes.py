@@ -12,6 +12,9 @@ from octomega.eval.cli import main as eval_main
 from recipes.evals import EvalRecipe
 
 SIZES = ("llama32_1b", "llama32_3b", "llama31_8b")
+# The paper's 13 (GAIR-NLP/OctoThinker eval/configs/en_math_cot_few_shot_test_configs.json's 12, plus MATH500)
+PAPER_13 = ("gsm8k", "math", "math500", "olympiadbench", "amc23", "sat_math", "ocw", "mmlu_stem", "mathqa", "svamp",
+            "tabmwp", "asdiv", "mawps")
 
 
 def _dry(capsys, *argv: str) -> dict:
@@ -28,13 +31,32 @@ def test_every_paper_eval_recipe_resolves(capsys, monkeypatch):
             r = recipes.get(f"{size}_eval_{what}")
             assert isinstance(r, EvalRecipe)
             d = _dry(capsys, r.name)
-            assert d["recipe"] == r.name and d["backend"] == "vllm" and d["samples"] == 16
+            # greedy only: the authors' eval script runs temperature=0, n_repeats=1 (docs/recipe.md "Evaluation")
+            assert d["recipe"] == r.name and d["backend"] == "vllm" and d["samples"] == 1
             assert d["suite"] == ("rl-zeroshot" if what.startswith("rl") else "base-fewshot")
-            assert d["max_new_tokens"] == (2048 if what.startswith("rl") else 1024)  # docs/recipe.md: base 1,024
-            assert len(d["benchmarks"]) >= 13 and {"gsm8k", "math500", "olympiadbench", "amc23"} <= set(d["benchmarks"])
+            # few-shot 1,024 (run_cot_eval.py); RL models: the last cap of their RL stair (Hybrid 4,096, else 8,192)
+            want = (4096 if what == "rl_hybrid" else 8192) if what.startswith("rl") else 1024
+            assert d["max_new_tokens"] == want, (r.name, d["max_new_tokens"])
+            assert d["benchmarks"] == list(PAPER_13) and "aime24" not in d["benchmarks"]
     d = _dry(capsys, "llama32_3b_eval_hybrid")
     assert d["model"] == "/cluster/runs/llama32_3b_decay_hybrid/hf" and d["out"] == "/cluster/runs/eval/llama32_3b_eval_hybrid"
     assert _dry(capsys, "llama31_8b_eval_rl")["model"] == "/cluster/runs/llama31_8b_rl_grpo_long/hf"
+
+
+def test_rl_eval_length_follows_the_rl_stair(monkeypatch, capsys):
+    """The RL eval cap is read from the RL recipes' stairs, not written twice: a changed stair moves it."""
+    import recipes.rl
+    from recipes.evals import rl_eval_tokens
+
+    assert (rl_eval_tokens("long"), rl_eval_tokens("hybrid")) == (8192, 4096)
+    monkeypatch.setitem(recipes.rl.STAIRS, "hybrid", "0:1024,50:3000")
+    assert _dry(capsys, "llama32_1b_eval_rl_hybrid")["max_new_tokens"] == 3000
+    assert _dry(capsys, "llama32_1b_eval_rl_hybrid", "--max-new-tokens", "512")["max_new_tokens"] == 512
+
+
+def test_avg_at_k_stays_an_option(capsys):
+    d = _dry(capsys, "llama32_3b_eval_rl_long", "--samples", "16")
+    assert d["samples"] == 16 and d["samples_on"] == "small" and d["temperature"] == 0.8
 
 
 def test_command_line_options_override_the_recipe(capsys):
