@@ -135,7 +135,8 @@ class HFGenerator(Generator):
                 chunk = rows[start:start + self.batch_size]
                 decoded = self._decode([encoded[i] for i, _ in chunk], chunk, params)
                 for row, (ids, lps, reason) in zip(chunk, decoded):
-                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop)
+                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop,
+                                                  keep_stop_tokens=params.keep_stop_tokens)
         finally:
             self.model.train(was_training)
         return expand_samples(results, len(prompts), params)

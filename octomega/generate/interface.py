@@ -14,7 +14,9 @@ Conventions shared by all backends (tests check them on the hf backend, the vllm
 - A completion that ends on a stop *token* (``<|end_of_text|>``, ``<|eot_id|>``, the tokenizer's EOS) keeps that
   token in ``token_ids`` (the policy must learn to emit it) but not in ``text``.
 - A completion that ends on a stop *string* is cut by ``truncate_at_stop``: ``text`` ends just before the
-  stop string, ``token_ids`` is the shortest prefix of the generated tokens whose decoding starts with ``text``.
+  stop string, ``token_ids`` is the shortest prefix of the generated tokens whose decoding starts with ``text``;
+  with ``SamplingParams.keep_stop_tokens`` it is the shortest prefix whose decoding holds the whole stop string
+  (what vLLM returns with ``include_stop_str_in_output=False``: the text is cut, the token ids are not).
 """
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ class SamplingParams:
     """samples per prompt."""
     stop: list[str] = field(default_factory=list)
     """stop strings; the completion text ends just before the first one found (it is not included)."""
+    keep_stop_tokens: bool = False
+    """keep the tokens of a matched stop string in ``token_ids`` (and ``logprobs``); the text still ends before it.
+    RL rollouts of the authors' recipe do (their vLLM rollout cuts only the text, and the policy is trained on
+    the stop string's tokens too)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -108,25 +114,33 @@ def truncate_at_stop(
     token_ids: list[int],
     logprobs: list[float],
     stop: Sequence[str],
+    *,
+    keep_stop_tokens: bool = False,
 ) -> tuple[str, list[int], list[float], bool]:
     """Cut a generated sequence before its first stop string, keeping text and token ids consistent.
 
     ``decode`` turns token ids into text (special tokens skipped). Returns (text, token_ids, logprobs, stopped):
     ``text`` ends just before the earliest stop string; ``token_ids`` (and ``logprobs``) keep the shortest prefix
     whose decoding starts with ``text``: when a stop string begins inside a token (e.g. token ".\\n" and stop
-    "\\nQ:"), that token is kept so no character of the answer is lost. Without a stop string in the decoded
-    text, everything is returned unchanged with stopped=False. Shared by all backends.
+    "\\nQ:"), that token is kept so no character of the answer is lost. With ``keep_stop_tokens`` they keep the
+    shortest prefix whose decoding holds a whole stop string instead (the tokens a vLLM engine returns: it stops
+    after the token that completes one). Without a stop string in the decoded text, everything is returned
+    unchanged with stopped=False. Shared by all backends.
     """
     full = decode(token_ids)
     cut = find_stop(full, stop) if stop else -1
     if cut < 0:
         return full, list(token_ids), list(logprobs), False
     text = full[:cut]
-    # Smallest k with decode(ids[:k]).startswith(text); monotone in k for byte-level BPE, so bisect.
+
+    def covered(prefix: str) -> bool:
+        return find_stop(prefix, stop) >= 0 if keep_stop_tokens else prefix.startswith(text)
+
+    # Smallest k with covered(decode(ids[:k])); monotone in k for byte-level BPE, so bisect.
     lo, hi = 0, len(token_ids)
     while lo < hi:
         mid = (lo + hi) // 2
-        if decode(token_ids[:mid]).startswith(text):
+        if covered(decode(token_ids[:mid])):
             hi = mid
         else:
             lo = mid + 1

@@ -225,7 +225,8 @@ class MegatronGenerator(Generator):
                 chunk = rows[start:start + self.batch_size]
                 outs = self._decode(controller, [encoded[i] for i, _ in chunk], chunk, params)
                 for row, (ids, lps, reason) in zip(chunk, outs):
-                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop)
+                    results[row] = row_completion(self.decode, row, ids, lps, reason, params.stop,
+                                                  keep_stop_tokens=params.keep_stop_tokens)
         return expand_samples(results, len(prompts), params)
 
     def _filler_id(self) -> int:

@@ -30,9 +30,11 @@ def sample_rows(encoded: Sequence[Sequence[int]], params: SamplingParams) -> lis
 
 
 def row_completion(decode: Callable[[list[int]], str], row: tuple[int, int], token_ids: list[int],
-                   logprobs: list[float], finish_reason: str, stop: Sequence[str]) -> Completion:
-    """The Completion of one decoded row, cut before its first stop string (then its finish reason is "stop")."""
-    text, ids, lps, cut = truncate_at_stop(decode, token_ids, logprobs, stop)
+                   logprobs: list[float], finish_reason: str, stop: Sequence[str], *,
+                   keep_stop_tokens: bool = False) -> Completion:
+    """The Completion of one decoded row, cut before its first stop string (then its finish reason is "stop");
+    ``keep_stop_tokens``: SamplingParams.keep_stop_tokens (the stop string's tokens stay in token_ids)."""
+    text, ids, lps, cut = truncate_at_stop(decode, token_ids, logprobs, stop, keep_stop_tokens=keep_stop_tokens)
     return Completion(prompt_index=row[0], sample_index=row[1], text=text, token_ids=ids, logprobs=lps,
                       finish_reason="stop" if cut else finish_reason)
 

@@ -102,7 +102,8 @@ class VLLMGenerator(Generator):
             comps = []
             for j, o in enumerate(samples):
                 ids = list(o.token_ids)
-                text, ids, lps, cut = truncate_at_stop(self.decode, ids, _sampled_logprobs(ids, o.logprobs), params.stop)
+                text, ids, lps, cut = truncate_at_stop(self.decode, ids, _sampled_logprobs(ids, o.logprobs), params.stop,
+                                                       keep_stop_tokens=params.keep_stop_tokens)
                 reason = "stop" if cut or o.finish_reason == "stop" else "length"
                 comps.append(Completion(prompt_index=i, sample_index=j, text=text, token_ids=ids, logprobs=lps,
                                         finish_reason=reason))

@@ -55,6 +55,12 @@ def test_stop_strings_truncate_text_and_tokens(hf_gen, prompts):
     assert hf_gen.decode(stopped.token_ids).startswith(stopped.text)
     assert not hf_gen.decode(stopped.token_ids[:-1]).startswith(stopped.text) or not stopped.text
     assert len(stopped.logprobs) == len(stopped.token_ids)
+    # keep_stop_tokens (the authors' RL rollouts): the same text, the tokens run through the stop string
+    kept = hf_gen.generate([prompts[i]], SamplingParams(max_new_tokens=30, stop=[stop], keep_stop_tokens=True))[0][0]
+    assert kept.text == stopped.text and kept.finish_reason == "stop"
+    assert kept.token_ids == full.token_ids[:len(kept.token_ids)] and len(kept.token_ids) >= len(stopped.token_ids)
+    assert stop in hf_gen.decode(kept.token_ids) and stop not in hf_gen.decode(kept.token_ids[:-1])
+    assert len(kept.logprobs) == len(kept.token_ids)
 
 
 def test_llama3_stop_tokens_end_generation(hf_gen, prompts):

@@ -45,6 +45,19 @@ def test_truncate_at_stop_earliest_of_several_and_no_stop():
     assert find_stop("abc", []) == -1 and find_stop("a\nQ:b", ["b", "\nQ:"]) == 1
 
 
+def test_keep_stop_tokens_keeps_the_stop_strings_tokens_but_not_its_text():
+    """SamplingParams.keep_stop_tokens (the authors' RL rollouts: vLLM with include_stop_str_in_output=False cuts the
+    text only): token_ids run up to the token that completes the stop string; the text still ends before it."""
+    ids = [1, 2, 3, 4, 5, 6, 7, 8]  # "The answer is 6.\nQ: next": the engine would have stopped after token 7
+    text, kept, lps, cut = truncate_at_stop(decode, ids, [-0.1 * i for i in ids], ["\nQ:"], keep_stop_tokens=True)
+    assert cut and text == "The answer is 6."
+    assert kept == [1, 2, 3, 4, 5, 6, 7] and decode(kept).endswith("\nQ:") and lps == [-0.1 * i for i in kept]
+    ids = [1, 9, 10, 5, 6, 7]  # "The\n\nx.\nQ:": the earliest stop ("\n\n", token 9) ends the tokens too
+    text, kept, _, cut = truncate_at_stop(decode, ids, [0.0] * 6, ["\nQ:", "\n\n"], keep_stop_tokens=True)
+    assert cut and text == "The" and kept == [1, 9]
+    assert SamplingParams().keep_stop_tokens is False  # evaluation and the tiny recipes cut the tokens too
+
+
 def test_registry_knows_the_three_backends():
     assert {"hf", "vllm", "megatron"} <= set(available_backends())
     with pytest.raises(ValueError, match="unknown generation backend"):
