@@ -170,12 +170,13 @@ class NonFiniteWeights(RuntimeError):
 def all_finite(tensors) -> bool:
     """Whether every element of `tensors` is finite on every rank (every rank must call it: one all-reduce). A sum in
     float64 per tensor: NaN and inf propagate, and finite fp32 values cannot overflow it."""
-    sums = [t.detach().sum(dtype=torch.float64) for t in tensors]
-    local = torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64)
+    from octomega.runtime import collective_device
+
+    device = collective_device()  # a rank may hold no tensor (or CPU ones): the flag goes where nccl can reduce it
+    sums = [t.detach().sum(dtype=torch.float64).to(device) for t in tensors]
+    local = torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64, device=device)
     bad = (~torch.isfinite(local)).to(torch.float32).reshape(1)
     if torch.distributed.is_initialized():
-        if torch.distributed.get_backend() == "nccl":
-            bad = bad.cuda()
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     return not bool(bad.item())
 

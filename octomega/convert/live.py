@@ -21,6 +21,7 @@ import torch
 from octomega.config import ModelConfig, load_hf_config
 from octomega.convert.hf_io import ConvertError, HFCheckpoint, read_hf_config
 from octomega.convert.mapping import LlamaShape, fuse_qkv, hf_layer_names, layer_params, split_fc1_shards, split_qkv
+from octomega.runtime import collective_device
 
 
 def _unwrap(chunk):
@@ -206,6 +207,10 @@ def export_hf_weights(model_chunks, model_cfg: ModelConfig | None = None, *,
     post = next((c for c in chunks if c.post_process), None)
 
     pp = ps.get_pipeline_model_parallel_world_size()
+    if (pp > 1 or _tp()[1] > 1) and device.type != collective_device().type:
+        # The TP gathers and PP broadcasts below run on the parameters' device: nccl cannot move CPU tensors.
+        raise RuntimeError(f"export_hf_weights: the model is on {device} but this process group communicates on "
+                           f"{collective_device()}: build the model on its rank's device (octomega.runtime)")
     if pp > 1:
         group = ps.get_pipeline_model_parallel_group()
         ranks = torch.distributed.get_process_group_ranks(group)

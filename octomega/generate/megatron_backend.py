@@ -242,8 +242,11 @@ class MegatronGenerator(Generator):
         rows in lock-step), drawn from the OS so that the global torch RNG is left alone."""
         from megatron.core import parallel_state as ps
 
-        seed = torch.tensor([int.from_bytes(os.urandom(7), "little")], dtype=torch.long, device=self.device)
+        from octomega.runtime import collective_device
+
         group = ps.get_model_parallel_group()
+        seed = torch.tensor([int.from_bytes(os.urandom(7), "little")], dtype=torch.long,
+                            device=collective_device(group))
         if torch.distributed.get_world_size(group) > 1:
             torch.distributed.broadcast(seed, src=torch.distributed.get_process_group_ranks(group)[0], group=group)
         return int(seed.item())

@@ -150,7 +150,7 @@ class ModelRunner:
 
         def loss_fn(mb, output):
             outs = fn(mb, output)
-            return _zero_loss(output), torch.tensor(0, dtype=torch.int), {k: outs[k].float() for k in keys}
+            return _zero_loss(output), output.new_zeros((), dtype=torch.int), {k: outs[k].float() for k in keys}
 
         self.model.eval()
         results = self._run(mbs, loss_fn, forward_only=True, width=width)
@@ -183,16 +183,20 @@ class ModelRunner:
         self.optimizer.zero_grad()
         lr = self.optimizer.param_groups[0]["lr"]
         results = self._run(mbs, loss_fn, forward_only=False, width=width)
-        metrics = reduce_metrics(results, metric_keys, self.device)
+        metrics = reduce_metrics(results, metric_keys)
         ok, grad_norm = step_if_finite(self.model, self.optimizer, metrics[metric_keys[0]])
         self.scheduler.step(1)
         metrics.update(grad_norm=float(grad_norm or 0.0), lr=lr, skipped=float(not ok))
         return metrics
 
 
-def reduce_metrics(results: list[dict], keys: tuple[str, ...], device) -> dict[str, float]:
+def reduce_metrics(results: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     """Each micro-batch reports {key: [sum, count]}: the ratio of totals over micro-batches and all ranks.
-    Ranks without a loss (non-last pipeline stages) add zeros; TP copies scale both terms alike."""
+    Ranks without a loss (non-last pipeline stages) add zeros; TP copies scale both terms alike. The totals live on
+    the collective's device (the rank's GPU under nccl, which cannot reduce CPU tensors)."""
+    from octomega.runtime import collective_device
+
+    device = collective_device()
     total = torch.zeros((len(keys), 2), dtype=torch.float64, device=device)
     for r in results:
         for i, k in enumerate(keys):

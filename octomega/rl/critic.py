@@ -55,7 +55,9 @@ def attach_value_head(init_std: float):
     def hook(model):
         if getattr(model, "post_process", False):
             c = model.config
-            model.output_layer = ValueHead(c.hidden_size, init_std, bool(c.sequence_parallel), c.params_dtype)
+            head = ValueHead(c.hidden_size, init_std, bool(c.sequence_parallel), c.params_dtype)
+            # build_model has already moved the model to its device (the rank's GPU): the head goes there too
+            model.output_layer = head.to(next(model.decoder.parameters()).device)
 
     return hook
 

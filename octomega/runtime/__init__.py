@@ -47,6 +47,22 @@ def use_gpu() -> bool:
     return torch.cuda.is_available() and os.environ.get("OCTOMEGA_DEVICE", "").lower() != "cpu"
 
 
+def collective_device(group=None) -> torch.device:
+    """The device a tensor must be on for a torch.distributed collective over `group` (None: the default group).
+
+    nccl reduces CUDA tensors only: a CPU tensor raises ("No backend type associated with device type cpu"), so
+    under nccl it is the current CUDA device (the rank's GPU: init_distributed sets it). gloo (CPU runs) takes CPU
+    tensors. Without an initialised process group: the CPU (nothing is communicated). Every collective octomega
+    makes on a tensor it builds itself (flags, loss sums, metrics, seeds) puts it here; tensors that already live on
+    the model's device (activations, parameters) are there by construction, since the model is on the rank's GPU
+    exactly when the backend is nccl."""
+    if not torch.distributed.is_initialized():
+        return torch.device("cpu")
+    if "nccl" in str(torch.distributed.get_backend(group)).lower():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def init_distributed(*, tp: int = 1, pp: int = 1, seed: int = 1234, timeout_minutes: int = 30) -> Runtime:
     """Initialise torch.distributed and Megatron's model-parallel groups (TP x PP x DP)."""
     from megatron.core import parallel_state, tensor_parallel

@@ -50,8 +50,13 @@ def forward_step(data_iterator, model, device, processor=None):
     return output, partial(_loss_func, batch["loss_mask"])
 
 
-def _reduce_loss(losses: list[dict], device) -> float:
-    """Token-weighted mean loss of the global batch, the same number on every rank."""
+def _reduce_loss(losses: list[dict]) -> float:
+    """Token-weighted mean loss of the global batch, the same number on every rank. The sums are made on the
+    collective's device (octomega.runtime.collective_device): a rank without a loss (a non-last PP stage) has only
+    the zeros built here, which nccl could not reduce on the CPU."""
+    from octomega.runtime import collective_device
+
+    device = collective_device()
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for d in losses:
         total += d["lm loss"].to(device=device, dtype=torch.float64)
@@ -150,8 +155,7 @@ class Trainer:
         with torch.no_grad():
             for name, ds in self.valid_ds.items():
                 it = valid_iterator(ds, self.cfg, dp=self.dp, dp_rank=self.dp_rank)
-                out[f"valid_loss/{name}"] = _reduce_loss(
-                    self._run_batches(it, self.cfg.train.valid_batches, True), self.rt.device)
+                out[f"valid_loss/{name}"] = _reduce_loss(self._run_batches(it, self.cfg.train.valid_batches, True))
         self.model.train()
         return out
 
@@ -189,7 +193,7 @@ class Trainer:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         losses = self._run_batches(data_iterator, num_microbatches, False)
-        loss = _reduce_loss(losses, self.rt.device)
+        loss = _reduce_loss(losses)
         ok, grad_norm = step_if_finite(self.model, self.optimizer, loss)
         self.scheduler.step(1)
         return loss, grad_norm, ok

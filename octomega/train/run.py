@@ -101,10 +101,11 @@ def any_rank(*flags: bool) -> list[bool]:
     """Each flag, True if it is True on any rank (one all-reduce; every rank must call it)."""
     import torch
 
-    t = torch.tensor([1.0 if f else 0.0 for f in flags])
+    from octomega.runtime import collective_device
+
+    # On the collective's device (the rank's GPU under nccl, which cannot reduce CPU tensors; the CPU under gloo).
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=collective_device())
     if torch.distributed.is_initialized():
-        if torch.distributed.get_backend() == "nccl":
-            t = t.cuda()
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return [bool(x > 0) for x in t.tolist()]
 
