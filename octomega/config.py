@@ -511,6 +511,24 @@ def check_optimizer(section: Any, path: str) -> None:
         raise ConfigError(f"{path}.min_lr={min_lr!r} is above {path}.lr={lr!r}: a decay ends below its peak")
 
 
+def check_fp8_shapes(m: ModelConfig, p: ParallelConfig, t: TrainConfig) -> None:
+    """model.fp8: Transformer Engine runs a linear layer in FP8 only on 2-D operands whose rows are a multiple of 8
+    and columns a multiple of 16 (transformer_engine/pytorch/utils.py, assert_dim_for_fp8_exec), and the backward
+    multiplies their transposes: so the tokens of a micro-batch and every linear layer's widths on a TP rank must be
+    multiples of 16. TE would stop at an assertion inside the first forward; refuse before any work instead."""
+    if m.fp8 == "none":
+        return
+    hd = m.head_dim or m.hidden_size // max(m.num_attention_heads, 1)
+    sizes = {"train.seq_length x train.micro_batch_size (tokens of a micro-batch)": t.seq_length * t.micro_batch_size,
+             "model.hidden_size": m.hidden_size, "model.ffn_hidden_size / parallel.tp": m.ffn_hidden_size / p.tp,
+             "model.num_attention_heads x head_dim / parallel.tp": m.num_attention_heads * hd / p.tp,
+             "model.num_query_groups x head_dim / parallel.tp": m.num_query_groups * hd / p.tp}
+    bad = [f"{name} = {value:g}" for name, value in sizes.items() if value % 16]
+    if bad:
+        raise ConfigError(f"model.fp8={m.fp8}: Transformer Engine's FP8 matmuls need multiples of 16, and "
+                          f"{'; '.join(bad)}. Change the shape or batch, or set model.fp8=none")
+
+
 def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
     """Check the run before any work: layout, batch arithmetic, budgets. Fills parallel.dp. Returns cfg.
     Standard library only (no torch, no Megatron-Core): a recipe validates in a fraction of a second."""
@@ -554,6 +572,7 @@ def validate(cfg: RunConfig, world_size: int | None = None) -> RunConfig:
         raise ConfigError(f"model.ce_chunk_tokens={m.ce_chunk_tokens}: must be >= 1")
     if p.sequence_parallel and p.tp == 1:
         raise ConfigError("parallel.sequence_parallel needs parallel.tp > 1")
+    check_fp8_shapes(m, p, t)
     check_document_policy(cfg.data)
     for key in cfg.checkpoint.allow_changes:
         if key not in ("seq_length", "blend", "global_batch_size"):

@@ -54,6 +54,13 @@ def test_bad_overrides_are_clear_errors(override, message):
     (["data.reset_attention_mask=true"], 1, "THD packed format"),
     (["data.reset_position_ids=true"], 1, "ignores position_ids"),
     (["checkpoint.allow_changes=vocab"], 1, "unknown item 'vocab'"),
+    (["model.fp8=hybrid", "train.seq_length=100", "train.micro_batch_size=1"], 1,
+     r"FP8 matmuls need multiples of 16, and train.seq_length x train.micro_batch_size \(tokens of a micro-batch\) "
+     "= 100"),
+    (["model.fp8=e4m3", "model.hidden_size=120", "model.ffn_hidden_size=200"], 1,
+     "model.hidden_size = 120; model.ffn_hidden_size / parallel.tp = 200; "
+     "model.num_attention_heads x head_dim / parallel.tp = 120; model.num_query_groups x head_dim / parallel.tp = "
+     "60. Change the shape or batch, or set model.fp8=none"),
 ])
 def test_inconsistent_layouts_fail_before_any_work(overrides, world, message):
     with pytest.raises(ConfigError, match=message):
@@ -238,3 +245,12 @@ def test_out_of_range_optimizer_values_are_one_line_errors_in_dry_run(capsys, tm
     assert main(["train", "tiny_stable", "--dry-run", override, f"run_dir={tmp_path / 'r'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"octomega train: error: {message}"] or (len(err) == 1 and message in err[0]), err
+
+
+def test_fp8_shapes_that_fit_pass():
+    """The refusal above is about shapes alone: the default tiny shape and the paper's 1B pass (TE, the layer spec
+    and the GPU are checked when the model is built: octomega.model.llama.resolve_layer_spec)."""
+    validate(apply_overrides(RunConfig(), ["model.fp8=hybrid"]), 1)
+    cfg = apply_overrides(RunConfig(model=llama_model("1b")), ["model.fp8=hybrid", "train.seq_length=4096",
+                                                               "train.micro_batch_size=1"])
+    assert validate(cfg, 8).model.fp8 == "hybrid"
