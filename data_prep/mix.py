@@ -112,6 +112,19 @@ def _assign_roles(stats: list[dict], explicit: dict[str, list[dict]]) -> dict[st
     return roles
 
 
+def _members(key: str, roles: dict[str, list[dict]]) -> list[tuple[dict, str]]:
+    """(stats, role) of the corpora a mixture key takes: a role's corpora, or the corpus of that name (a registry
+    corpus named apart from the others of its role, as the ablation mixtures do)."""
+    if key in roles:
+        return [(s, key) for s in roles[key]]
+    found: dict[str, tuple[dict, str]] = {}
+    for role, ss in roles.items():
+        for s in ss:
+            if s["name"] == key:
+                found.setdefault(s["_path"], (s, role))
+    return list(found.values())
+
+
 def _shares(mixture: str, roles: dict[str, list[dict]], weights: dict[str, float] | None, drop_missing: bool,
             warn) -> list[tuple[dict, str, float]]:
     """(stats, role, weight) for every corpus used; weights sum to 1."""
@@ -133,7 +146,8 @@ def _shares(mixture: str, roles: dict[str, list[dict]], weights: dict[str, float
         if mixture not in MIXTURES:
             raise BlendError(f"--mixture {mixture!r}: choose one of {', '.join(MIXTURES)} or custom")
         share = dict(MIXTURES[mixture])
-        missing = [r for r, p in share.items() if p > 0 and not roles.get(r)]
+        members = {key: _members(key, roles) for key in share}
+        missing = [r for r, p in share.items() if p > 0 and not members[r]]
         if missing and not drop_missing:
             have = {r: [s["name"] for s in ss] for r, ss in roles.items()}
             raise BlendError(f"mixture {mixture} needs roles {missing} that no corpus fills (have {have}); pass "
@@ -141,9 +155,9 @@ def _shares(mixture: str, roles: dict[str, list[dict]], weights: dict[str, float
         for r in missing:
             warn(f"mixture {mixture}: role {r} ({share.pop(r):.0%}) has no corpus; the other roles grow to fill it")
         out = []
-        for r, p in share.items():
-            total = sum(s["tokens"] for s in roles[r]) or 1
-            out += [(s, r, p * s["tokens"] / total) for s in roles[r]]
+        for key, p in share.items():
+            total = sum(s["tokens"] for s, _ in members[key]) or 1
+            out += [(s, role, p * s["tokens"] / total) for s, role in members[key]]
         used = {s["_path"] for s, _, _ in out}
         for r, ss in roles.items():
             unused = [s["name"] for s in ss if s["_path"] not in used]

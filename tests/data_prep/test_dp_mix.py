@@ -165,3 +165,51 @@ def test_weights_with_a_named_mixture_are_refused(corpora, tmp_path, capsys):
 def test_compute_blend_refuses_bad_weights(corpora, weights):
     with pytest.raises(BlendError, match="--weights"):
         compute_blend(stats(corpora, "web", "qa_short"), "custom", 10_000, weights=weights, warn=quiet)
+
+
+def test_every_mixture_names_roles_or_registry_corpora_and_sums_to_one():
+    from data_prep.registry import CORPORA, MIXTURES, ROLES
+
+    for name, shares in MIXTURES.items():
+        assert sum(shares.values()) == pytest.approx(1.0, abs=1e-12), name
+        assert all(k in ROLES or k in CORPORA for k in shares), (name, shares)
+    # the ablations the authors' run names publish (registry.py cites them)
+    assert MIXTURES["ablate_synqa_ins_89101"] == {"megamath-web-pro": 0.89, "megamath-qa": 0.10, "instruct": 0.01}
+    assert [MIXTURES[f"decay_omi2_{p:03d}"]["openmathinstruct-2"] for p in (10, 20, 30, 40)] == [0.1, 0.2, 0.3, 0.4]
+    assert MIXTURES["decay_openr1_010_omi2_020"] == pytest.approx(
+        {"web": 0.7, "openr1-math": 0.1, "openmathinstruct-2": 0.2})
+    assert CORPORA["tulu-3-sft-mixture"].roles == ("instruct",)
+
+
+def test_ablation_mixtures_take_named_corpora_and_instruction_data(corpora, tmp_path, tokenizer_dir):
+    """An instruction corpus (chat messages) tokenized with the instruct role joins the 89/10/1 mixture; mixtures
+    that name OpenR1 and OMI2 take those corpora and leave the others of their roles out, with a warning."""
+    write_jsonl(tmp_path / "ins.jsonl", [{"messages": [{"role": "user", "content": t},
+                                                        {"role": "assistant", "content": "Sure, here it is."}]}
+                                         for t in sample_texts(40, seed=3)])
+    tokenize.run(tmp_path / "ins.jsonl", tmp_path, "instr", tokenizer_dir, messages_key="messages", role="instruct",
+                 log=quiet)
+    assert load_stats(tmp_path / "instr.stats.json")["roles"] == ["instruct"]
+
+    def renamed(src: str, name: str, roles: list[str]):
+        st = json.loads((corpora / f"{src}.stats.json").read_text()) | {"name": name, "role": roles[0],
+                                                                          "roles": roles}
+        (tmp_path / f"{name}.stats.json").write_text(json.dumps(st))
+        return load_stats(tmp_path / f"{name}.stats.json")
+
+    pro, mqa = renamed("web", "megamath-web-pro", ["web"]), renamed("qa_short", "megamath-qa", ["qa", "qa_short"])
+    blend = compute_blend([pro, mqa, load_stats(tmp_path / "instr.stats.json")], "ablate_synqa_ins_89101", 10_000,
+                          warn=quiet)
+    assert {c["name"]: c["weight"] for c in blend["corpora"]} == pytest.approx(
+        {"megamath-web-pro": 0.89, "megamath-qa": 0.10, "instr": 0.01})
+    assert blend["roles"] == pytest.approx({"web": 0.89, "qa": 0.10, "instruct": 0.01})
+    with pytest.raises(BlendError, match=r"needs roles \['instruct'\]"):
+        compute_blend([pro, mqa], "ablate_synqa_ins_89101", 10_000, warn=quiet)
+    r1, omi = renamed("qa_long", "openr1-math", ["qa_long"]), renamed("omi2", "openmathinstruct-2", ["qa_short"])
+    am = renamed("qa_long", "am-deepseek-r1-distilled", ["qa_long"])
+    warnings: list[str] = []
+    blend = compute_blend(stats(corpora, "web") + [r1, omi, am], "decay_openr1_015_omi2_015", 10_000,
+                          warn=warnings.append)
+    assert {c["name"]: c["weight"] for c in blend["corpora"]} == pytest.approx(
+        {"web": 0.70, "openr1-math": 0.15, "openmathinstruct-2": 0.15})
+    assert any("am-deepseek-r1-distilled left out" in m for m in warnings), warnings
