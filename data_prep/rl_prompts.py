@@ -3,6 +3,8 @@
     python -m data_prep.rl_prompts --input math8k.jsonl --out data/rl/math8k.jsonl --tokenizer models/Llama-3.2-3B
     python -m data_prep.rl_prompts --input train.parquet --input more.jsonl --out prompts.jsonl --tokenizer DIR
     python -m data_prep.rl_prompts --input hub:OWNER/NAME --hub-split train --out prompts.jsonl --tokenizer DIR
+    python -m data_prep.rl_prompts --preset math8k --input math.8k/train.parquet --out data/rl/math8k.jsonl \
+        --tokenizer models/Llama-3.2-3B
 
 Inputs: jsonl (.jsonl/.json, one object a line), parquet, or `hub:OWNER/NAME` (a Hugging Face dataset, through the
 optional `datasets` package; network only when asked). Records of the common layouts are understood:
@@ -11,8 +13,14 @@ optional `datasets` package; network only when asked). Records of the common lay
     answer     --answer-field, else the first of answer | gt_answer | ground_truth | final_answer |
                reward_model.ground_truth; else the last \\boxed{} of `solution`
     id, level  id | unique_id | idx (else "<file stem>-<row>"); level when present
-MATH8K (the OctoThinker prompts, docs/recipe.md "RL") is SimpleRL's MATH level 3-5 training set: pass its
-file with --input; `question` + `gt_answer` are read as above.
+Presets (--preset NAME) set the fields, template and length limit of a known prompt set; --input names its file
+(nothing is downloaded):
+    math8k     the OctoThinker RL prompts (docs/recipe.md, "RL"): the authors' rl/data/math.8k/train.parquet
+               (GAIR-NLP/OctoThinker), SimpleRL's MATH level 3-5 problems (hkust-nlp/simpleRL-reason: "8K (query,
+               final answer) examples from the original MATH dataset"; its "Hard (MATH lv.3-5)" set). The question
+               is the parquet's prompt[1].content and the answer reward_model.ground_truth, as the authors' dataset
+               code and reward manager read them; orz template; over 380 tokens dropped (their rl_dataset.py keeps
+               max_prompt_length - 20 = 400 - 20).
 
 Output rows: {"id", "question", "answer", "level", "prompt", "prompt_tokens", "template"}: `prompt` is the
 rendered template (octomega.rl.templates; default orz) and prompts longer than --max-prompt-tokens tokens
@@ -25,11 +33,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from octomega.jsonl import read_jsonl
 
 QUESTION_FIELDS = ("problem", "question", "query", "prompt")
+
+
+@dataclass(frozen=True)
+class Preset:
+    question_field: str  # dotted path; a number indexes a list (prompt.1.content)
+    answer_field: str
+    template: str
+    max_prompt_tokens: int  # tokens of the rendered prompt, BOS included
+    source: str  # where the input file comes from (the error when --input is missing says it)
+
+
+PRESETS = {
+    "math8k": Preset(
+        # The authors' rl_dataset.py renders orz_base with chat[1]['content'] and filters at max_prompt_length - 20;
+        # their reward manager (training/rl/verl/workers/reward_manager/naive.py) grades reward_model.ground_truth
+        question_field="prompt.1.content", answer_field="reward_model.ground_truth", template="orz",
+        max_prompt_tokens=380,
+        source="the authors' rl/data/math.8k/train.parquet (GitHub GAIR-NLP/OctoThinker); download it and pass "
+               "--input PATH"),
+}
 ANSWER_FIELDS = ("answer", "gt_answer", "ground_truth", "final_answer", "reward_model.ground_truth")
 
 
@@ -40,9 +69,14 @@ class PromptSetError(ValueError):
 def _get(rec: dict, dotted: str):
     cur = rec
     for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
+        if isinstance(cur, (list, tuple)) and part.isdigit():
+            if int(part) >= len(cur):
+                return None
+            cur = cur[int(part)]
+        elif isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
             return None
-        cur = cur[part]
     return cur
 
 
@@ -157,18 +191,32 @@ def build(inputs: list[str], out: str | Path, tokenizer, *, template: str = "orz
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data_prep.rl_prompts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--input", action="append", required=True, help="jsonl / parquet file or hub:OWNER/NAME "
+    ap.add_argument("--input", action="append", help="jsonl / parquet file or hub:OWNER/NAME "
                     "(repeatable; concatenated in order)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="a known prompt set's fields, template and length "
+                    "limit (explicit flags win); math8k = the authors' math.8k parquet")
     ap.add_argument("--out", required=True, help="output jsonl (OUT.stats.json is written beside it)")
     ap.add_argument("--tokenizer", required=True, help="HF tokenizer directory of the model to be trained")
-    ap.add_argument("--template", default="orz", help="prompt template: orz (default) | qa | raw")
-    ap.add_argument("--max-prompt-tokens", type=int, default=400, help="longer prompts are dropped (default 400)")
+    ap.add_argument("--template", help="prompt template: orz (default) | qa | raw")
+    ap.add_argument("--max-prompt-tokens", type=int, help="longer prompts are dropped (default 400)")
     ap.add_argument("--question-field", help="field holding the problem (dotted for nested)")
     ap.add_argument("--answer-field", help="field holding the reference answer (dotted for nested, e.g. "
                     "reward_model.ground_truth)")
     ap.add_argument("--hub-split", default="train", help="split of hub inputs (default train)")
     ap.add_argument("--limit", type=int, help="stop after N prompts")
     args = ap.parse_args(argv)
+    preset = PRESETS.get(args.preset)
+    if not args.input:
+        where = f"--preset {args.preset} reads {preset.source}" if preset else "give the prompt file"
+        print(f"rl_prompts: error: --input is missing: {where}", file=sys.stderr)
+        return 2
+    if preset:
+        args.question_field = args.question_field or preset.question_field
+        args.answer_field = args.answer_field or preset.answer_field
+        args.template = args.template or preset.template
+        args.max_prompt_tokens = args.max_prompt_tokens or preset.max_prompt_tokens
+    args.template = args.template or "orz"
+    args.max_prompt_tokens = args.max_prompt_tokens or 400
     try:
         from transformers import AutoTokenizer
 

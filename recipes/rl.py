@@ -1,4 +1,4 @@
-"""RL recipes: the paper's GRPO/PPO stage (docs/recipe.md's settings are octomega.rl.config's defaults) and tiny ones.
+"""RL recipes: the paper's GRPO/PPO stage (docs/recipe.md, "RL", gives every setting's source) and tiny ones.
 
 Paper scale, per model size (llama32_1b, llama32_3b, llama31_8b) and starting point:
     <size>_rl_grpo_<branch>   GRPO from the converted HF checkpoint of decay branch long | short | hybrid,
@@ -7,7 +7,13 @@ Paper scale, per model size (llama32_1b, llama32_3b, llama31_8b) and starting po
     <size>_rl_grpo            = <size>_rl_grpo_long (OctoThinker's flagship branch)
     <size>_rl_ppo             PPO (critic + GAE) from the long branch
 A step: 128 prompts x 16 responses = 2,048 sequences; mini-batches of 64 prompts (1,024 sequences): 2 updates per
-step at LR 1e-6. Prompts: $OCTOMEGA_DATA/rl/math8k.jsonl (`python -m data_prep.rl_prompts --preset math8k`).
+step at LR 1e-6. Prompts: $OCTOMEGA_DATA/rl/math8k.jsonl (`python -m data_prep.rl_prompts --preset math8k --input
+train.parquet --out $OCTOMEGA_DATA/rl/math8k.jsonl --tokenizer DIR`, from the authors' rl/data/math.8k/train.parquet).
+Besides octomega.rl.config's defaults (among them the orz template's stop strings and the stair counted from step 1,
+as the authors' code has them), these recipes set what their RL scripts and verl fork (GAIR-NLP/OctoThinker) do
+where octomega's defaults differ: their reward (reward.name=octothinker), no dual clip, easy-prompt removal per
+epoch, prompts over 380 tokens filtered, greedy validation every 4 steps on MATH500, GSM8K, OlympiadBench and AMC23,
+and each run's length from their logs (STEPS).
 
 Tiny (CPU, minutes; the feasibility settings of docs/tiny_science.md):
     tiny_rl_grpo_<branch>     GRPO from runs/tiny/tiny_decay_<branch> (short | long | hybrid | web)
@@ -31,11 +37,32 @@ PAPER_SIZES = {  # model-parallel layout per size on 8 x H100 80 GB nodes (assum
     "llama31_8b": dict(hf="Llama-3.1-8B", tp=2),
 }
 STAIRS = {
-    "long": "0:2048,100:4096,160:8192",  # docs/recipe.md: Long runs
-    "hybrid": "0:4096",  # docs/recipe.md: Hybrid
+    "long": "0:2048,100:4096,160:8192",  # rl/scripts/llama_3b_long.sh: length_scheduler_dict="{0: 2048, 100: 4096, ...
+    "hybrid": "0:4096",  # rl/scripts/llama_3b_hybrid.sh: length_scheduler_dict="{0: 4096}"
     "short": "0:2048,100:4096,160:8192",  # (assumed) no published stair: the Long one
     "base": "0:2048,100:4096,160:8192",  # (assumed) the Long one
 }
+
+# RL steps per run: the last step of each logged run (its last validation; they validated every 4 steps), read from
+# the authors' plot/data/octothinker/{1b,3b}/acc_math500.csv (GAIR-NLP/OctoThinker): 3B decay_long 300, decay_short
+# 604, decay_long.short.mix (Hybrid) 668; 1B decay_long 196, decay_short 876, decay_long.short.mix 692. The 3B base
+# model (Llama-3.2-3B): 224 (plot/data/motivation/acc_math500.csv, rl.grpo_llama.3b_math.8k). No 8B or 1B-base run
+# is published: those take the 3B numbers (assumed).
+STEPS = {
+    ("llama32_3b", "long"): 300, ("llama32_3b", "short"): 604, ("llama32_3b", "hybrid"): 668,
+    ("llama32_3b", "base"): 224,
+    ("llama32_1b", "long"): 196, ("llama32_1b", "short"): 876, ("llama32_1b", "hybrid"): 692,
+}
+# The authors' RL validation: greedy, every 4 steps (RL scripts: trainer.test_freq=4; before the first step too, and
+# at the last), on the four sets of their logs (plot/data/octothinker/*/acc_{math500,gsm8k,olympiadbench,amc23}.csv),
+# at the step's own stair cap (ray_trainer.py passes global_steps to the rollout for validation too)
+VALID_BENCHMARKS = ["math500", "gsm8k", "olympiadbench", "amc23"]
+VALID_INTERVAL = 4
+
+
+def run_steps(size: str, branch: str) -> int:
+    """The logged run length of (size, branch); the 3B's where none is published (8B, 1B base: assumed)."""
+    return STEPS.get((size, branch), STEPS[("llama32_3b", branch)])
 
 
 # The paper-scale recipes: name -> (size, starting point: a decay branch or "base", algorithm).
@@ -75,10 +102,18 @@ def paper_rl(size: str, branch: str, algo: str = "grpo", name: str | None = None
     cfg.parallel.sequence_parallel = cfg.parallel.tp > 1
     cfg.parallel.distributed_optimizer = True
     cfg.train.precision = "bf16"
-    cfg.train.micro_batch_size = 2  # sequences of up to 400 + 8,192 tokens per forward/backward (assumed)
-    cfg.valid.benchmarks = ["math500"]  # the authors' logged validation: MATH500, greedy
-    cfg.valid.interval = 10  # (assumed)
-    cfg.checkpoint.save_interval = 20
+    cfg.train.micro_batch_size = 2  # sequences of up to 380 + 8,192 tokens per forward/backward (assumed)
+    cfg.train.steps = run_steps(size, branch)
+    # Their rl_dataset.py (RLHFDataset, orz_base): a prompt is kept when the template's tokens (BOS included) are
+    # <= max_prompt_length - 20 = 380 (RL scripts: data.max_prompt_length=400, data.filter_overlong_prompts=True)
+    cfg.rollout.max_prompt_tokens = 380
+    # data.dynamic_remove_easy_sample: True (training/rl/verl/trainer/config/ppo_trainer.yaml), applied after each
+    # epoch (ray_trainer.py: train_dataset.update_dataset()), keeping prompts whose last mean reward is <= 1.0
+    cfg.rollout.remove_easy_prompts, cfg.rollout.easy_reward_max = True, 1.0
+    cfg.reward.name = "octothinker"  # rl/verl/utils/reward_score/math_verifier.py (octomega/rl/rewards.py)
+    cfg.algo.clip_ratio_c = 0.0  # no dual clip in their fork's verl (octomega/rl/config.py, AlgoConfig)
+    cfg.valid.benchmarks, cfg.valid.interval = list(VALID_BENCHMARKS), VALID_INTERVAL
+    cfg.checkpoint.save_interval = 20  # (assumed; their RL scripts save every 40 steps)
     return cfg
 
 
@@ -88,7 +123,8 @@ def _paper_doc(name: str, size: str, branch: str, algo: str) -> str:
     if name != f"{size}_rl_{algo}_{branch}":
         return f"{size}: GRPO from the {branch} decay branch (= {size}_rl_{algo}_{branch} under its own run dir)"
     start = "the base model" if branch == "base" else f"the '{branch}' decay branch (HF export)"
-    return f"{size}: GRPO from {start}; 128 prompts x 16, 2 updates/step at LR 1e-6, stair {STAIRS[branch]}"
+    return (f"{size}: GRPO from {start}; 128 prompts x 16, 2 updates/step at LR 1e-6, stair {STAIRS[branch]}, "
+            f"{run_steps(size, branch)} steps")
 
 
 for _name, (_size, _branch, _algo) in PAPER_RL.items():

@@ -36,7 +36,10 @@ class AlgoConfig:
     clip_ratio: float = 0.2
     clip_ratio_low: float | None = None
     clip_ratio_high: float | None = None
-    # Dual clip (verl's clip_ratio_c): for negative advantages the loss is capped at -A * clip_ratio_c; 0 = off
+    # Dual clip (verl's clip_ratio_c): for negative advantages the loss is capped at -A * clip_ratio_c; 0 = off.
+    # 3.0 is verl's default since verl PR #784 (2025-04-02). The authors' fork predates it (its training/rl/verl/
+    # trainer/config/ppo_trainer.yaml has no clip_ratio_c and matches upstream verl of 2025-03-08..11, whose
+    # compute_policy_loss has no dual clip): the paper recipes set 0 (recipes/rl.py)
     clip_ratio_c: float = 3.0
     # How token losses become one number: over the mini-batch's tokens (token-mean), or per sequence first
     loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
@@ -64,13 +67,21 @@ class RolloutConfig:
     samples_per_prompt: int = 16  # responses per prompt (GRPO group size; docs/recipe.md)
     temperature: float = 1.0  # sampling temperature; the trainer divides its logits by it too
     top_p: float = 1.0
-    # Response cap in tokens by RL step, "step:tokens,...": the cap of the largest step <= the current one.
-    # docs/recipe.md: Long runs {0: 2048, 100: 4096, 160: 8192}; Hybrid {0: 4096}
+    # Response cap in tokens by RL step, "step:tokens,...": RL step s (1-based, as logged; 0 = the validation before
+    # the first step) gets the cap of the last entry at or below s, so "100:4096" caps step 100 at 4,096 (the
+    # authors' training/rl/verl/utils/vllm_scheduler/vllm_params_manager.py: SortedDict.bisect_right(step) - 1,
+    # with verl's global_steps counting from 1). rl/scripts/llama_3b_long.sh: {0: 2048, 100: 4096, 160: 8192}
     response_stair: str = "0:2048,100:4096,160:8192"
-    max_prompt_tokens: int = 400  # longer prompts are filtered out (and counted) when the prompt set is loaded
+    max_prompt_tokens: int = 400  # longer prompts (BOS included) are filtered out (and counted) when loading the set
     template: str = "orz"  # prompt template (octomega/rl/templates.py): orz | qa | raw
     stop: list[str] = field(default_factory=list)  # extra stop strings; the template's own are always used
-    drop_solved_prompts: bool = False  # remove a prompt for the rest of the run once all its samples are correct
+    # Easy-prompt removal (the authors' data.dynamic_remove_easy_sample, on in their training/rl/verl/trainer/config/
+    # ppo_trainer.yaml): each prompt's mean reward over its samples is recorded when it is drawn; when an epoch ends,
+    # prompts whose last mean reward is above easy_reward_max leave the set (octomega/rl/rollout.py, PromptPool)
+    remove_easy_prompts: bool = False
+    # Their dataset code keeps a prompt while its last mean reward is <= 1.0: with +-1 rewards that keeps every
+    # prompt (a prompt solved by all 16 samples has mean 1.0). Below 1 it removes prompts solved that often.
+    easy_reward_max: float = 1.0
     seed: int = 1234  # sampling seed (each step and DP rank derives its own)
     log_samples: int = 4  # responses per step written to run_dir/rollouts.jsonl (for reading, not for metrics)
     hf_batch_size: int = 64  # hf backend: sequences per forward pass
@@ -96,7 +107,7 @@ class RolloutConfig:
         return out
 
     def response_cap(self, step: int) -> int:
-        """Max new tokens at RL step `step` (0-based)."""
+        """Max new tokens of RL step `step` (1-based, the number it is logged under; 0 = before the first step)."""
         cap = 0
         for start, tokens in self.stair():
             if step >= start:

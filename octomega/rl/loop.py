@@ -23,7 +23,7 @@ from octomega.rl.actor import POLICY_METRICS, actor_logprob_fn, policy_loss_fn
 from octomega.rl.config import RLConfig, batch_sizes, validate_rl
 from octomega.rl.critic import VALUE_METRICS, value_loss_fn, values_fn
 from octomega.rl.engines import make_engine
-from octomega.rl.rollout import PromptPool, Rollout, generate_step, rollout_metrics, solved_prompt_ids
+from octomega.rl.rollout import PromptPool, Rollout, generate_step, rollout_metrics
 from octomega.rl.setup import build_models, initialise_weights, load_tokenizer, restore, starting_point
 from octomega.rl.templates import get_template
 from octomega.rl.validate import load_benchmark, run_validation
@@ -112,7 +112,8 @@ class RLTrainer:
         self.start_step, self.meta = resumed if resumed is not None else (0, {})
         self.pool = PromptPool(cfg.data.prompts, self.tokenizer, template=cfg.rollout.template,
                                max_prompt_tokens=cfg.rollout.max_prompt_tokens, seed=cfg.rollout.seed,
-                               shuffle=cfg.data.shuffle)
+                               shuffle=cfg.data.shuffle, remove_easy_above=cfg.rollout.easy_reward_max
+                               if cfg.rollout.remove_easy_prompts else None)
         if "pool" in self.meta:
             self.pool.load_state_dict(self.meta["pool"])
         self._print(f"prompts: {len(self.pool.prompts):,} from {cfg.data.prompts} ({self.pool.filtered:,} longer "
@@ -126,7 +127,9 @@ class RLTrainer:
         self.engine = make_engine(cfg, self.models.actor.model, self.model_cfg, self.tokenizer, self.rt.device,
                                   boot_dir)
         self.valid_items = {b: load_benchmark(b, cfg.valid.data_dir, cfg.valid.limit) for b in cfg.valid.benchmarks}
-        self.stop_strings = [*get_template(cfg.rollout.template).stop, *cfg.rollout.stop]  # template, then rollout.stop
+        template = get_template(cfg.rollout.template)
+        self.stop_strings = [*template.stop, *cfg.rollout.stop]  # the template's, then rollout.stop
+        self.keep_stop_tokens = template.keep_stop_tokens
         self.policy_loss = policy_loss_fn(cfg.algo, cfg.rollout.temperature)
         self.value_loss = value_loss_fn(cfg.algo, cfg.critic.value_clip) if self.models.critic else None
 
@@ -160,9 +163,10 @@ class RLTrainer:
             generated = time.perf_counter()
             metrics.update(self.score(rollout))
             metrics.update(self.update(rollout.batch))
-            if cfg.rollout.drop_solved_prompts:
-                self.pool.drop(solved_prompt_ids(rollout.samples))
-                metrics["prompts_active"] = float(self.pool.active)
+            if cfg.rollout.remove_easy_prompts:  # recorded now, applied when the epoch ends (PromptPool)
+                self.pool.record(rollout.samples)
+                metrics.update(prompts_active=float(self.pool.active),
+                               prompts_removed_easy=float(self.pool.removed_easy))
             step += 1
             finished = time.perf_counter()
             tokens = int(rollout.batch.lengths().sum())
@@ -196,13 +200,13 @@ class RLTrainer:
         """Sample and grade this step's responses with the actor's current weights: (the rollout, its metrics)."""
         cfg, engine = self.cfg, self.engine
         sync = engine.before_generate(self.models.actor.module, self.model_cfg)
-        cap = cfg.rollout.response_cap(step)
+        cap = cfg.rollout.response_cap(step + 1)  # `step` counts the steps done: this one is logged as step + 1
         prompts = self.pool.next_batch(cfg.rollout.prompts_per_step)
         rollout = generate_step(engine.generator, prompts, n=cfg.rollout.samples_per_prompt, max_new_tokens=cap,
                                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, stop=self.stop_strings,
                                 seed=cfg.rollout.seed, step=step, reward_name=cfg.reward.name,
                                 no_answer=cfg.reward.no_answer, timeout_s=cfg.reward.timeout_s,
-                                pad_id=self.tokenizer.pad_token_id)
+                                pad_id=self.tokenizer.pad_token_id, keep_stop_tokens=self.keep_stop_tokens)
         engine.after_generate()
         return rollout, {**rollout_metrics(rollout, cap), **sync, "prompts_filtered": float(self.pool.filtered)}
 

@@ -1,7 +1,12 @@
 """Rollouts: prompts -> sampled responses (through octomega.generate) -> rewards -> the step's TensorBatch.
 
 The prompt pool renders the template, tokenises every prompt once, filters (and counts) prompts longer than
-rollout.max_prompt_tokens, and hands out prompts_per_step prompts per step in a seeded permutation per epoch.
+rollout.max_prompt_tokens, and hands out prompts_per_step prompts per step in a seeded permutation per epoch. An
+epoch is len(prompts) // prompts_per_step whole steps, the rest of the permutation left out, as verl's dataloader
+(drop_last=True) does; a step never spans two epochs. With easy-prompt removal (the authors' dynamic_remove_easy_sample)
+the pool records each prompt's mean reward when it is drawn and, when an epoch ends, removes the prompts whose last
+mean reward is above the threshold (their rl_dataset.py: update_prompt_profile after each step, update_dataset
+after each epoch).
 Prompt token ids are the tokenizer's with its special tokens (BOS), the ids the generation backends feed the
 model; a response's ids are the completion's (its stop token included).
 
@@ -63,7 +68,11 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 class PromptPool:
-    def __init__(self, path, tokenizer, *, template: str, max_prompt_tokens: int, seed: int, shuffle: bool = True):
+    """`remove_easy_above`: None = keep every prompt; a number = at each epoch's end, remove the prompts whose mean
+    reward, the last time they were drawn, is above it (rollout.easy_reward_max when rollout.remove_easy_prompts)."""
+
+    def __init__(self, path, tokenizer, *, template: str, max_prompt_tokens: int, seed: int, shuffle: bool = True,
+                 remove_easy_above: float | None = None):
         tpl = get_template(template)
         self.prompts: list[Prompt] = []
         self.filtered = 0
@@ -76,13 +85,16 @@ class PromptPool:
             self.prompts.append(Prompt(r["id"], r["question"], r["answer"], text, tuple(ids)))
         if not self.prompts:
             raise ConfigError(f"every prompt of {path} is longer than rollout.max_prompt_tokens={max_prompt_tokens}")
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.remove_easy_above = seed, shuffle, remove_easy_above
         self.epoch, self.cursor = 0, 0
         self.dropped: set[str] = set()
+        self.last_mean: dict[str, float] = {}  # prompt id -> mean reward of its samples when last drawn
+        self.removed_easy = 0  # prompts removed as easy so far
         self._order = self._permutation()
 
     def _permutation(self) -> list[int]:
-        order = list(range(len(self.prompts)))
+        """This epoch's order of the prompts still in the set."""
+        order = [i for i, p in enumerate(self.prompts) if p.id not in self.dropped]
         if self.shuffle:
             random.Random(f"octomega-rl/{self.seed}/{self.epoch}").shuffle(order)
         return order
@@ -91,30 +103,58 @@ class PromptPool:
     def active(self) -> int:
         return len(self.prompts) - len(self.dropped)
 
+    def _left_in_epoch(self) -> list[int]:
+        return [i for i in self._order[self.cursor:] if self.prompts[i].id not in self.dropped]
+
     def next_batch(self, n: int) -> list[Prompt]:
         if self.active < n:
-            raise RuntimeError(f"only {self.active} prompts left (of {len(self.prompts)}; {len(self.dropped)} dropped "
-                               f"as always solved) for a step of {n}")
+            raise RuntimeError(f"only {self.active} prompts left (of {len(self.prompts)}; {len(self.dropped)} removed) "
+                               f"for a step of {n}")
+        if len(self._left_in_epoch()) < n:  # the epoch's last whole step is done: the rest waits for a new order
+            self._end_epoch()
+            if self.active < n:
+                raise RuntimeError(f"only {self.active} prompts left (of {len(self.prompts)}; {len(self.dropped)} "
+                                   f"removed as easy) for a step of {n}")
         out = []
         while len(out) < n:
-            if self.cursor >= len(self._order):
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._order = self._permutation()
             p = self.prompts[self._order[self.cursor]]
             self.cursor += 1
             if p.id not in self.dropped:
                 out.append(p)
         return out
 
+    def _end_epoch(self) -> None:
+        if self.remove_easy_above is not None:
+            easy = [p.id for p in self.prompts
+                    if p.id not in self.dropped and self.last_mean.get(p.id, 0.0) > self.remove_easy_above]
+            self.drop(easy)
+            self.removed_easy += len(easy)
+        self.epoch, self.cursor = self.epoch + 1, 0
+        self._order = self._permutation()
+
+    def record(self, samples: list[dict]) -> None:
+        """Each drawn prompt's mean reward over its samples this step (kept only when removal is on)."""
+        if self.remove_easy_above is None:
+            return
+        by: dict[str, list[float]] = {}
+        for x in samples:
+            by.setdefault(x["prompt_id"], []).append(float(x["reward"]))
+        self.last_mean.update({k: sum(v) / len(v) for k, v in by.items()})
+
     def drop(self, ids) -> None:
         self.dropped.update(ids)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor, "dropped": sorted(self.dropped)}
+        return {"epoch": self.epoch, "cursor": self.cursor, "dropped": sorted(self.dropped),
+                "last_mean": dict(self.last_mean), "removed_easy": self.removed_easy}
 
     def load_state_dict(self, state: dict) -> None:
+        """The pool as saved. Removal happens only between epochs, so this epoch's order is that of the prompts
+        not dropped."""
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self.dropped = set(state.get("dropped", []))
+        self.last_mean = {str(k): float(v) for k, v in state.get("last_mean", {}).items()}
+        self.removed_easy = int(state.get("removed_easy", 0))
         self._order = self._permutation()
 
 
@@ -153,11 +193,15 @@ class Rollout:
 
 def generate_step(generator, prompts: list[Prompt], *, n: int, max_new_tokens: int, temperature: float,
                   top_p: float, stop: list[str], seed: int, step: int, reward_name: str, no_answer: float,
-                  timeout_s: float, pad_id: int) -> Rollout:
+                  timeout_s: float, pad_id: int, keep_stop_tokens: bool = False) -> Rollout:
+    """One step's responses, graded. `keep_stop_tokens`: a matched stop string's tokens stay in the trained response
+    (the orz template's rule). The reward grades the completion text, which ends before the stop string; the
+    authors' reward decodes the kept tokens instead, which only appends the stop string after the last \\boxed{}:
+    the same verdict."""
     dp, rank, _ = _dp()
     mine = shard(list(range(len(prompts))), dp, rank)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
-                            stop=list(stop), seed=row_seed(seed, step, rank) % 2**31)
+                            stop=list(stop), seed=row_seed(seed, step, rank) % 2**31, keep_stop_tokens=keep_stop_tokens)
     t0 = time.perf_counter()
     outs = generator.generate([prompts[i].text for i in mine], params) if mine else []
     gen_s = time.perf_counter() - t0
@@ -198,11 +242,3 @@ def rollout_metrics(r: Rollout, cap: int) -> dict[str, float]:
         "time_grade_s": r.grade_seconds,
         "grading_timeouts": float(sum(x.get("grading_timeout", False) for x in s)),  # counted wrong
     }
-
-
-def solved_prompt_ids(samples: list[dict]) -> list[str]:
-    """Prompts all of whose samples are correct in this step."""
-    by: dict[str, list[bool]] = {}
-    for x in samples:
-        by.setdefault(x["prompt_id"], []).append(x["correct"])
-    return [k for k, v in by.items() if all(v)]

@@ -68,6 +68,26 @@ def test_policy_clipping_by_hand():
     assert loss_hi[0, 0].item() == pytest.approx(-1.28)
 
 
+def test_paper_recipes_policy_loss_is_the_authors_forks():
+    """The authors' fork (upstream verl of 2025-03, before dual clip) computes masked_mean(max(-A r, -A clip(r, 0.8,
+    1.2))) with no lower bound for A < 0; the paper recipes' algo settings give exactly that, by hand."""
+    import recipes
+
+    a = recipes.get("llama32_3b_rl_grpo").algo
+    assert (a.clip_low, a.clip_high, a.clip_ratio_c, a.loss_agg_mode) == (0.2, 0.2, 0.0, "token-mean")
+    adv = torch.tensor([[1.0, 1.0, -1.0, -1.0, -1.0, -2.0]])
+    ratio = torch.tensor([[1.5, 0.5, 1.5, 0.5, 5.0, 4.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])  # the last token is padding
+    loss, st = algos.policy_loss(ratio.log(), torch.zeros_like(ratio), adv, clip_low=a.clip_low,
+                                 clip_high=a.clip_high, clip_c=a.clip_ratio_c)
+    # per token: max(-1.5, -1.2) = -1.2; max(-0.5, -0.8) = -0.5; max(1.5, 1.2) = 1.5; max(0.5, 0.8) = 0.8;
+    # max(5.0, 1.2) = 5.0 (with dual clip 3 it would be capped at 3.0)
+    assert torch.allclose(loss[0, :5], torch.tensor([-1.2, -0.5, 1.5, 0.8, 5.0]), atol=1e-6)
+    assert algos.agg_loss(loss, mask, a.loss_agg_mode).item() == pytest.approx((-1.2 - 0.5 + 1.5 + 0.8 + 5.0) / 5)
+    assert algos.masked_mean(st["clipped"], mask).item() == pytest.approx(2 / 5)  # verl's pg_clipfrac
+    assert st["clipped_lower"].sum().item() == 0
+
+
 def test_loss_aggregation_modes_by_hand():
     loss = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)  # row 3: no tokens

@@ -32,6 +32,7 @@ def test_defaults_are_octothinkers_settings():
     assert (c.critic.lr, c.critic.warmup_steps) == (1e-5, 0)
     assert (c.reward.name, c.reward.no_answer) == ("boxed", -1.0)
     assert r.backend == "megatron"
+    assert (r.remove_easy_prompts, r.easy_reward_max, a.clip_ratio_c) == (False, 1.0, 3.0)
 
 
 def test_batch_sizes_of_a_step():
@@ -43,12 +44,26 @@ def test_batch_sizes_of_a_step():
     assert batch_sizes(validate_rl(_cfg(**{"algo.ppo_epochs": 2}))).updates_per_step == 4
 
 
-def test_stair_schedule():
+def _authors_cap(stair: dict[int, int], step: int) -> int:
+    """Their StairRolloutParamsManager (vllm_params_manager.py): SortedDict(stair), bisect_right(step) - 1."""
+    import bisect
+
+    keys = sorted(stair)
+    return stair[keys[bisect.bisect_right(keys, step) - 1]]
+
+
+def test_stair_schedule_at_every_boundary():
+    """Step s (1-based, as logged; 0 = the validation before training) gets the last entry at or below s: the Long
+    stair gives 4,096 from step 100 and 8,192 from step 160, as the authors' scheduler does."""
     r = RLConfig().rollout
-    caps = [r.response_cap(s) for s in (0, 99, 100, 159, 160, 10_000)]
-    assert caps == [2048, 2048, 4096, 4096, 8192, 8192]
+    long = {0: 2048, 100: 4096, 160: 8192}  # rl/scripts/llama_3b_long.sh
+    steps = (0, 1, 2, 98, 99, 100, 101, 159, 160, 161, 300, 10_000)
+    assert [r.response_cap(s) for s in steps] == [_authors_cap(long, s) for s in steps]
+    assert [r.response_cap(s) for s in (99, 100, 159, 160)] == [2048, 4096, 4096, 8192]
     r.response_stair = "100:4,0:1"  # order does not matter
-    assert (r.response_cap(0), r.response_cap(100)) == (1, 4)
+    assert (r.response_cap(0), r.response_cap(99), r.response_cap(100)) == (1, 1, 4)
+    r.response_stair = "0:4096"  # rl/scripts/llama_3b_hybrid.sh
+    assert {r.response_cap(s) for s in steps} == {4096}
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -63,6 +78,7 @@ def test_stair_schedule():
     ({"init.from_checkpoint": "runs/x"}, "exactly one of init.hf_path"),
     ({"algo.kl_reward_coef": 0.1}, "applies to PPO"),
     ({"algo.clip_ratio_c": 0.5}, "clip_ratio_c > 1"),
+    ({"rollout.easy_reward_max": "inf"}, "rollout.easy_reward_max='inf': expected a finite number"),
 ])
 def test_validation_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -99,6 +115,27 @@ def test_recipes_registered():
     assert (u.prompts, u.samples, u.updates_per_step) == (16, 8, 2)  # docs/tiny_science.md's GRPO settings
     assert (tiny.optim.lr, tiny.rollout.response_cap(0), tiny.train.time_budget_s) == (5e-5, 256, 120.0)
     assert recipes.get("tiny_rl_ppo_short").algo.name == recipes.get("tiny_rl_ppo_long").algo.name == "ppo"
+    assert (tiny.reward.name, tiny.algo.clip_ratio_c, tiny.rollout.remove_easy_prompts) == ("boxed", 3.0, False)
+
+
+# The RL steps of each logged run: the last step of the authors' plot/data/octothinker/{3b,1b}/acc_math500.csv
+# (plot/data/motivation/acc_math500.csv for Llama-3.2-3B itself); 8B and 1B base: the 3B's (assumed).
+@pytest.mark.parametrize("name, steps", [
+    ("llama32_3b_rl_grpo_long", 300), ("llama32_3b_rl_grpo_short", 604), ("llama32_3b_rl_grpo_hybrid", 668),
+    ("llama32_1b_rl_grpo_long", 196), ("llama32_1b_rl_grpo_short", 876), ("llama32_1b_rl_grpo_hybrid", 692),
+    ("llama32_3b_rl_grpo_base", 224), ("llama32_3b_rl_grpo", 300), ("llama32_3b_rl_ppo", 300),
+    ("llama31_8b_rl_grpo_long", 300), ("llama31_8b_rl_grpo_hybrid", 668), ("llama32_1b_rl_grpo_base", 224),
+])
+def test_paper_recipes_follow_the_authors_runs(name, steps):
+    import recipes
+
+    cfg = validate_rl(recipes.get(name))
+    assert cfg.train.steps == steps
+    assert (cfg.valid.benchmarks, cfg.valid.interval, cfg.valid.max_new_tokens) == (
+        ["math500", "gsm8k", "olympiadbench", "amc23"], 4, None)  # greedy, at the stair's cap of the step
+    assert (cfg.reward.name, cfg.algo.clip_ratio_c, cfg.rollout.template) == ("octothinker", 0.0, "orz")
+    assert (cfg.rollout.remove_easy_prompts, cfg.rollout.easy_reward_max, cfg.rollout.max_prompt_tokens) == (
+        True, 1.0, 380)
 
 
 def test_cli_dry_run(tmp_path, capsys):

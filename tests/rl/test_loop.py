@@ -1,5 +1,5 @@
 """The RL loop end to end on a tiny random Llama (hf rollouts on CPU): metrics, checkpoints and exact resume,
-SIGTERM, PPO with a critic and KL to a reference, dropping solved prompts, the HF export, and DP=2 / TP=2 / PP=2
+SIGTERM, PPO with a critic and KL to a reference, easy-prompt bookkeeping, the HF export, and DP=2 / TP=2 / PP=2
 runs.
 A "contains the digit 1" reward gives a random model a learning signal. Two process launches."""
 
@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
     one = [cfg("straight"), cfg("resumed", "train.exit_after_steps=2"), cfg("resumed"),
            cfg("sigterm", "reward.name=digit_then_sigterm", "checkpoint.save_interval=0", "valid.benchmarks="),
            cfg("ppo", "algo.name=ppo", "algo.kl_loss_coef=0.05", "algo.kl_reward_coef=0.05", "train.steps=2",
-               "rollout.drop_solved_prompts=true", "valid.benchmarks=", "checkpoint.save_interval=0")]
+               "rollout.remove_easy_prompts=true", "valid.benchmarks=", "checkpoint.save_interval=0")]
     if MEGATRON_BACKEND:  # the primary backend: generation from the live actor
         one.append(cfg("megatron", "rollout.backend=megatron", "train.steps=2", "valid.interval=0",
                        "checkpoint.export_hf=false"))
@@ -58,7 +58,7 @@ def test_metrics_every_step(runs):
     for r in rows:
         assert STEP_KEYS <= set(r), STEP_KEYS - set(r)
         assert r["logprob_gap_mean"] < 1e-4  # the hf engine generates with the trainer's weights
-    assert [r["response_cap"] for r in rows] == [12, 12, 16]  # the stair
+    assert [r["response_cap"] for r in rows] == [12, 16, 16]  # the stair "0:12,2:16": step 2 (1-based) gets 16
     assert all(r["response_len_max"] <= r["response_cap"] for r in rows)
     assert any(r["grad_norm"] > 0 for r in rows)  # the digit reward gave a signal
     valid = metrics(root / "straight", "valid")
@@ -91,7 +91,8 @@ def test_ppo_with_critic_and_reference(runs):
     assert res["ppo"]["status"] == "complete" and len(rows) == 2
     for r in rows:
         assert {"vf_loss", "vf_clipfrac", "critic_grad_norm", "ref_kl", "reward_kl", "values_mean",
-                "returns_mean", "prompts_active"} <= set(r)
+                "returns_mean", "prompts_active", "prompts_removed_easy"} <= set(r)
+        assert r["prompts_active"] == 40 and r["prompts_removed_easy"] == 0  # removal waits for the epoch's end
         assert r["critic_lr"] == pytest.approx(1e-5) and r["lr"] == pytest.approx(1e-3)
     # the KL in the reward uses the old log-probs: at step 1 the actor still is the reference
     assert rows[0]["reward_kl"] == pytest.approx(0.0, abs=1e-7) and rows[1]["reward_kl"] != 0

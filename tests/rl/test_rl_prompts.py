@@ -81,3 +81,36 @@ def test_errors(tmp_path, tok_dir, capsys):
     build([str(fields)], tmp_path / "o.jsonl", _tok(tok_dir), question_field="q", answer_field="meta.gold",
           log=lambda m: None)
     assert json.loads((tmp_path / "o.jsonl").read_text())["answer"] == "3"
+
+
+def test_math8k_preset_reads_the_authors_parquet_layout(tmp_path, tok_dir, capsys):
+    """--preset math8k: the question is prompt[1].content and the answer reward_model.ground_truth (how the authors'
+    dataset code and reward manager read rl/data/math.8k/train.parquet), the orz template, and prompts over 380
+    tokens dropped. Without --input the error says where the file comes from (nothing is downloaded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def row(q, a):
+        return {"data_source": "math", "prompt": [{"role": "system", "content": "x"}, {"role": "user", "content": q}],
+                "ability": "math", "reward_model": {"style": "rule", "ground_truth": a}}
+
+    tok = _tok(tok_dir)
+    from octomega.rl.templates import get_template
+
+    base = len(tok(get_template("orz").render(""), add_special_tokens=True)["input_ids"])
+    words = ["seven"] * 800
+    fits = next(n for n in range(800, 0, -1)
+                if len(tok(get_template("orz").render(" ".join(words[:n])))["input_ids"]) <= 380)
+    src = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([row("What is 6*7?", "42"), row(" ".join(words[:fits]), "1"),
+                                         row(" ".join(words[:fits + 3]), "2")]), src)
+    out = tmp_path / "math8k.jsonl"
+    assert main(["--preset", "math8k", "--input", str(src), "--out", str(out), "--tokenizer", str(tok_dir)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["question"][:12], r["answer"]) for r in rows] == [("What is 6*7?", "42"), ("seven seven ", "1")]
+    assert all(r["template"] == "orz" and r["prompt_tokens"] <= 380 for r in rows) and base < 380
+    assert json.loads((tmp_path / "math8k.jsonl.stats.json").read_text())["too_long"] == 1
+    capsys.readouterr()
+    assert main(["--preset", "math8k", "--out", str(out), "--tokenizer", str(tok_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "--input is missing" in err and "rl/data/math.8k/train.parquet" in err

@@ -12,8 +12,8 @@ from octomega.generate import Completion, Generator
 from octomega.generate.tiny import build_tokenizer
 from octomega.rl.batch import build_batch, micro_batches
 from octomega.rl.rewards import Score, get_reward, register_reward, score_responses
-from octomega.rl.rollout import PromptPool, generate_step, rollout_metrics, solved_prompt_ids
-from octomega.rl.templates import get_template
+from octomega.rl.rollout import PromptPool, generate_step, rollout_metrics
+from octomega.rl.templates import ORZ_STOP, get_template
 from rl_helpers import write_prompts
 
 
@@ -28,7 +28,10 @@ def test_templates():
     assert get_template("orz").render("1+1?") == orz_prompt("1+1?")
     assert "put your answer inside \\boxed{}" in get_template("orz").render("1+1?")
     assert get_template("qa").render("1+1?") == "Question: 1+1?\nAnswer:"
-    assert get_template("qa").stop == ("\nQuestion:",)
+    assert get_template("qa").stop == ("\nQuestion:",) and not get_template("qa").keep_stop_tokens
+    # the authors' rollout (vllm_rollout_spmd.py): these four stop strings, their tokens kept in the response
+    assert get_template("orz").stop == ORZ_STOP == ("User:", "Assistant:", "Question:", "Answer:")
+    assert get_template("orz").keep_stop_tokens
     with pytest.raises(ConfigError, match="unknown"):
         get_template("alpaca")
 
@@ -65,8 +68,8 @@ def test_prompt_pool_filters_permutes_and_resumes(tmp_path, tok):
     assert p.ids[0] == tok.bos_token_id
     first = [x.id for x in pool.next_batch(4)] + [x.id for x in pool.next_batch(4)]
     state = pool.state_dict()
-    rest = [x.id for x in pool.next_batch(4)]  # crosses into epoch 1: a new permutation
-    assert len(set(first)) == 8 and pool.epoch == 1
+    rest = [x.id for x in pool.next_batch(4)]  # 2 left in epoch 0: a step never spans epochs (verl's drop_last)
+    assert len(set(first)) == 8 and pool.epoch == 1 and pool.cursor == 4
     again = PromptPool(path, tok, template="qa", max_prompt_tokens=100, seed=3)
     again.load_state_dict(state)
     assert [x.id for x in again.next_batch(4)] == rest  # a resumed pool continues exactly
@@ -76,6 +79,45 @@ def test_prompt_pool_filters_permutes_and_resumes(tmp_path, tok):
         again.next_batch(4)
     with pytest.raises(ConfigError, match="longer than"):
         PromptPool(path, tok, template="qa", max_prompt_tokens=2, seed=3)
+
+
+def test_easy_prompts_leave_at_the_epochs_end_by_their_last_mean_reward(tmp_path, tok):
+    """The authors' dynamic_remove_easy_sample: a prompt's mean reward is recorded when it is drawn; when the epoch
+    ends (here after 3 steps of 2 of the 6 prompts), prompts whose last mean is above the threshold leave. Their
+    threshold, 1.0, keeps a prompt that every sample solved (mean 1.0 <= 1.0)."""
+
+    def run(threshold):
+        pool = PromptPool(write_prompts(tmp_path / "p.jsonl", 6), tok, template="qa", max_prompt_tokens=100, seed=5,
+                          remove_easy_above=threshold)
+        seen = []
+        for _ in range(3):  # epoch 0: every prompt once
+            batch = pool.next_batch(2)
+            seen += [p.id for p in batch]
+            solved = {"p0": [1.0, 1.0], "p1": [1.0, -1.0]}  # p0 always solved, p1 half, the others never
+            pool.record([{"prompt_id": p.id, "reward": r} for p in batch for r in solved.get(p.id, [-1.0, -1.0])])
+            assert pool.epoch == 0 and pool.active == 6  # nothing leaves within an epoch
+        return pool, seen
+
+    pool, seen = run(1.0)
+    assert sorted(seen) == [f"p{i}" for i in range(6)] and pool.last_mean == pytest.approx(
+        {"p0": 1.0, "p1": 0.0, **{f"p{i}": -1.0 for i in range(2, 6)}})
+    pool.next_batch(2)
+    assert pool.epoch == 1 and pool.active == 6 and pool.removed_easy == 0  # their rule: none is easy
+    pool, _ = run(0.5)
+    state = pool.state_dict()
+    nxt = [p.id for p in pool.next_batch(2)]
+    assert pool.epoch == 1 and pool.active == 5 and pool.removed_easy == 1 and "p0" in pool.dropped
+    assert "p0" not in nxt
+    again = PromptPool(write_prompts(tmp_path / "p.jsonl", 6), tok, template="qa", max_prompt_tokens=100, seed=5,
+                       remove_easy_above=0.5)
+    again.load_state_dict(state)  # saved before the epoch ended: the resumed pool removes the same prompt
+    assert [p.id for p in again.next_batch(2)] == nxt and again.dropped == {"p0"}
+    pool, _ = run(-2.0)  # everything drawn is "easy": the set runs out, with a message
+    with pytest.raises(RuntimeError, match="only 0 prompts left"):
+        pool.next_batch(2)
+    off = PromptPool(write_prompts(tmp_path / "p.jsonl", 6), tok, template="qa", max_prompt_tokens=100, seed=5)
+    off.record([{"prompt_id": "p0", "reward": 1.0}])
+    assert off.last_mean == {}  # removal off: nothing is kept
 
 
 def test_prompt_file_errors(tmp_path, tok):
@@ -126,9 +168,10 @@ def test_generate_step(tmp_path, tok):
     prompts = pool.next_batch(3)
     gen = ScriptedGenerator(tok)
     ro = generate_step(gen, prompts, n=4, max_new_tokens=7, temperature=1.0, top_p=1.0, stop=["\nQuestion:"],
-                       seed=1, step=2, reward_name="boxed", no_answer=-1.0, timeout_s=5, pad_id=0)
+                       seed=1, step=2, reward_name="boxed", no_answer=-1.0, timeout_s=5, pad_id=0,
+                       keep_stop_tokens=True)
     p = gen.params[0]
-    assert (p.n, p.max_new_tokens, p.temperature, p.stop) == (4, 7, 1.0, ["\nQuestion:"])
+    assert (p.n, p.max_new_tokens, p.temperature, p.stop, p.keep_stop_tokens) == (4, 7, 1.0, ["\nQuestion:"], True)
     assert ro.batch.num_rows == 12 and ro.batch["group"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert ro.rewards.tolist() == [1.0, -1.0, -1.0, -1.0] * 3
     m = rollout_metrics(ro, 7)
@@ -137,4 +180,3 @@ def test_generate_step(tmp_path, tok):
     row = ro.batch["tokens"][0]
     plen = len(prompts[0].ids)
     assert row[:plen].tolist() == list(prompts[0].ids)  # the trainer sees the generator's prompt ids
-    assert solved_prompt_ids(ro.samples) == []
