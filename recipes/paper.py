@@ -86,6 +86,8 @@ def _stable(size: str, name: str) -> RunConfig:
     cfg.train.seq_length, cfg.train.global_batch_size, cfg.train.micro_batch_size = SEQ, GLOBAL_BATCH, 1
     cfg.train.precision = "bf16"
     cfg.train.valid_interval, cfg.train.valid_batches = 1000, 8
+    # The stable and decay_* mixtures behind these blends are assumptions (the branch mixtures are unpublished); the
+    # published ablation shares are data_prep.registry's ablate_* / decay_*_0X0 mixtures (docs/recipe.md, "Data")
     cfg.data.blend = f"{data}/blends/stable.json"
     cfg.data.valid_blend = f"{data}/blends/valid.json"
     cfg.data.tokenizer = f"{data}/tokenizer"

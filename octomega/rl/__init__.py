@@ -6,7 +6,7 @@
     actor.py         ModelRunner (actor, reference, critic): forward-only passes, one update per mini-batch; actor loss
     critic.py        PPO's critic (the actor's body + a fresh scalar head) and its value loss
     rollout.py       prompt pool, sampling through a Generator, grading, the step's batch and rollout metrics
-    rewards.py       reward registry (default: OctoThinker's boxed +1/-1)
+    rewards.py       reward registry: boxed (ours, the default), octothinker (the authors' exact cascade), boxed_01
     templates.py     prompt templates (orz, qa, raw)
     engines.py       rollout engines per backend (megatron: shared weights; hf, vllm: a weight stream)
     weight_stream.py the weight stream to engines holding their own copy (hf, vllm), in buckets
