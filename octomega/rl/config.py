@@ -89,6 +89,7 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.5  # vllm: share of GPU memory vLLM may take while awake (assumed)
     vllm_sleep_level: int = 1  # vllm: 1 = weights to host RAM while training, 2 = discarded (reloaded anyway)
     vllm_tensor_parallel_size: int | None = None  # vllm: None = parallel.tp
+    vllm_kv_cache_mb: int | None = None  # vllm: KV-cache size in MiB; None = 256 on CPU, gpu_memory_utilization on GPU
 
     def stair(self) -> list[tuple[int, int]]:
         out = []

@@ -2,8 +2,8 @@
 
     megatron  the generator runs the LIVE actor (DDP-wrapped GPTModel) and shares its weights: nothing to sync.
     hf        a transformers LlamaForCausalLM beside the actor, refreshed from the weight stream (small models).
-    vllm      a colocated vLLM engine that sleeps while the actor trains and receives the weight stream
-              (UNVERIFIED: see octomega/rl/weight_stream.py).
+    vllm      a colocated vLLM engine that receives the weight stream, and sleeps while the actor trains where
+              the platform supports sleep mode (CUDA GPUs; not vLLM's CPU build).
 """
 
 from __future__ import annotations
@@ -69,19 +69,24 @@ def make_engine(cfg, actor_ddp, model_cfg, tokenizer, device: torch.device, init
         return RolloutEngine(HFGenerator(model, tokenizer=tokenizer, batch_size=cfg.rollout.hf_batch_size),
                              WeightSync(HFReceiver(model), bucket))
     if backend == "vllm":
-        try:
-            import vllm
-        except ImportError as e:
-            raise ConfigError("rollout.backend=vllm needs vLLM on the GPU nodes: pip install -e '.[vllm]'") from e
-        from octomega.generate.vllm_backend import VLLMGenerator
+        from octomega.generate.vllm_backend import VLLMGenerator, build_llm
 
         if init_hf_dir is None or not (Path(init_hf_dir) / "config.json").exists():
             raise ConfigError("rollout.backend=vllm boots vLLM from a Hugging Face directory: none was found")
-        llm = vllm.LLM(model=str(init_hf_dir), tensor_parallel_size=cfg.rollout.vllm_tensor_parallel_size or
-                       cfg.parallel.tp, distributed_executor_backend="external_launcher", enable_sleep_mode=True,
-                       gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization, seed=cfg.rollout.seed,
-                       enable_prefix_caching=True)
-        receiver = VLLMReceiver(llm, cfg.rollout.vllm_sleep_level)
-        return RolloutEngine(VLLMGenerator(None, tokenizer=tokenizer, engine=llm,
-                                           sampling_params_cls=vllm.SamplingParams), WeightSync(receiver, bucket))
+        try:
+            from vllm import SamplingParams
+        except ImportError as e:
+            raise ConfigError("rollout.backend=vllm needs vLLM: `make venv` installs its CPU build on machines "
+                              "without a CUDA GPU; on GPU nodes pip install -e '.[vllm]'") from e
+        r = cfg.rollout
+        # One engine per training rank, in this process ("external_launcher": vLLM joins the torch.distributed
+        # world the trainer started). Its dtype is the actor's, so that fp32 runs give the trainer's logprobs.
+        llm = build_llm(str(init_hf_dir), tensor_parallel_size=r.vllm_tensor_parallel_size or cfg.parallel.tp,
+                        dtype="float32" if device.type == "cpu" else "bfloat16", seed=r.seed,
+                        gpu_memory_utilization=r.vllm_gpu_memory_utilization, kv_cache_mb=r.vllm_kv_cache_mb,
+                        sleep_mode=True, distributed_executor_backend="external_launcher",
+                        enable_prefix_caching=True)
+        receiver = VLLMReceiver(llm, r.vllm_sleep_level if llm.octomega_sleep_mode else None)
+        return RolloutEngine(VLLMGenerator(None, tokenizer=tokenizer, engine=llm, sampling_params_cls=SamplingParams),
+                             WeightSync(receiver, bucket))
     raise ConfigError(f"rollout.backend={backend!r}: choose megatron, hf or vllm")

@@ -51,12 +51,15 @@ class RLMetricsLogger(MetricsLogger):
 
 
 def logprob_gap(engine_logp: torch.Tensor, trainer_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """|trainer - rollout engine| log-probability of the sampled tokens (engines report raw-logit logprobs)."""
+    """Rollout-vs-trainer drift over the sampled tokens (engines report raw-logit logprobs): the mean and max of
+    |trainer - engine| log-probability, and the mean probability ratio exp(trainer - engine). ~0 and 1 when the
+    engine generates with the actor's weights at the same precision; a stale or broken weight sync shows here."""
     ok = (mask > 0) & ~torch.isnan(engine_logp)
     if not ok.any():
         return {}
-    d = (trainer_logp[ok] - engine_logp[ok]).abs()
-    return {"logprob_gap_mean": float(d.mean()), "logprob_gap_max": float(d.max())}
+    diff = trainer_logp[ok].double() - engine_logp[ok].double()
+    return {"logprob_gap_mean": float(diff.abs().mean()), "logprob_gap_max": float(diff.abs().max()),
+            "prob_ratio_mean": float(diff.exp().mean())}
 
 
 def nonfinite_update(metrics: dict[str, float]) -> dict | None:

@@ -59,30 +59,6 @@ class RecordingReceiver:
         return [x for b in self.buckets for x in b]
 
 
-class FakeLLM:
-    """Records the vLLM API calls VLLMReceiver makes; collective_rpc runs the function on a fake worker whose
-    model.load_weights records the weights, as vLLM's worker would receive them."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-        self.loaded: list[tuple[str, torch.Tensor]] = []
-        model = SimpleNamespace(load_weights=lambda weights: self.loaded.extend((n, t.clone()) for n, t in weights))
-        self.worker = SimpleNamespace(model_runner=SimpleNamespace(model=model))
-
-    def sleep(self, level=1):
-        self.calls.append(("sleep", level))
-
-    def wake_up(self, tags=None):
-        self.calls.append(("wake_up", tuple(tags or ())))
-
-    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
-        self.calls.append(("collective_rpc", len(args[0])))
-        return [method(self.worker, *args, **(kwargs or {}))]
-
-    def reset_prefix_cache(self):
-        self.calls.append(("reset_prefix_cache",))
-
-
 def read_safetensors(d) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -316,3 +292,24 @@ def write_bench(root) -> Path:
              "level": "L1"} for i in range(6)]
     (d / "tiny_arith" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
+
+
+def vllm_loop_worker(rank, cfgs: list[dict], skip_later_syncs: list[bool]) -> list[dict]:
+    """run_loop for each config; where skip_later_syncs says so, every weight push after the first is skipped (a
+    deliberately broken sync, to show the drift metric sees it)."""
+    from octomega.rl import weight_stream
+
+    push, out = weight_stream.WeightSync.push, []
+    for cfg, skip in zip(cfgs, skip_later_syncs):
+        pushes = {"n": 0}
+
+        def maybe_push(self, model_chunks, model_cfg=None, _skip=skip, _pushes=pushes):
+            _pushes["n"] += 1
+            return {} if _skip and _pushes["n"] > 1 else push(self, model_chunks, model_cfg)
+
+        weight_stream.WeightSync.push = maybe_push
+        try:
+            out.append(run_loop(cfg))
+        finally:
+            weight_stream.WeightSync.push = push
+    return out

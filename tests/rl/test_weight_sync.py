@@ -1,7 +1,6 @@
 """Weight streaming to rollout engines: the stream (HF name, tensor) equals the HF checkpoint the model came
-from and the run's HF export, for the local and the Transformer Engine parameter names, in bounded buckets; a
-vLLM engine is driven through sleep/wake, load_weights and a prefix-cache reset (fake engine: vLLM does not
-install here); an hf engine ends with the trainer's exact logits."""
+from and the run's HF export, for the local and the Transformer Engine parameter names, in bounded buckets; an
+hf engine ends with the trainer's exact logits. The vLLM engine's side: tests/rl/test_vllm_rl.py (the real engine)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ import torch
 
 from octomega.convert.mapping import LlamaShape
 from octomega.convert.random_llama import tiny_shapes, write_random_llama
-from octomega.rl.weight_stream import HFReceiver, VLLMReceiver, WeightSync
-from rl_helpers import FakeLLM, RecordingReceiver, megatron_from_hf, read_safetensors, rename_to_te
+from octomega.rl.weight_stream import HFReceiver, WeightSync
+from rl_helpers import RecordingReceiver, megatron_from_hf, read_safetensors, rename_to_te
 
 SHAPES = ["gqa2_untied_scaled", "gqa3_tied_scaled"]
 
@@ -59,24 +58,6 @@ def test_stream_is_a_copy(world1, hf_dirs):
     with torch.no_grad():
         model.decoder.final_layernorm.weight.add_(1.0)
     assert torch.equal(dict(rec.stream)["model.norm.weight"], before)
-
-
-def test_vllm_receiver_protocol(world1, hf_dirs):
-    model, cfg = megatron_from_hf(hf_dirs["gqa3_tied_scaled"])
-    llm = FakeLLM()
-    recv = VLLMReceiver(llm, sleep_level=1)
-    recv.sleep()  # training phase
-    WeightSync(recv, bucket_bytes=10_000).push([model], cfg)
-    kinds = [c[0] for c in llm.calls]
-    assert kinds[:2] == ["sleep", "wake_up"] and llm.calls[1] == ("wake_up", ("weights",))
-    assert kinds[-2:] == ["reset_prefix_cache", "wake_up"] and llm.calls[-1] == ("wake_up", ("kv_cache",))
-    assert kinds.count("collective_rpc") > 1  # several buckets
-    source = read_safetensors(hf_dirs["gqa3_tied_scaled"])
-    assert [n for n, _ in llm.loaded] == [n for n, _ in LlamaShape.of(cfg).hf_tensors()]
-    for n, t in llm.loaded:
-        assert torch.equal(t, source[n]), n
-    recv.sleep()
-    assert llm.calls[-1] == ("sleep", 1)
 
 
 def test_hf_receiver_reproduces_the_trainer_logits(world1, hf_dirs):
