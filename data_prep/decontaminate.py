@@ -170,7 +170,7 @@ def _report(work: str, benchmarks: dict[str, str], args, n_tasks: int) -> dict:
 
 
 def run(args) -> dict:
-    from datatrove.executor import LocalPipelineExecutor
+    from data_prep.executor import LocalExecutor
 
     benchmarks = find_benchmarks(args.benchmarks, args.only)
     work = str(Path(args.report).resolve()) + ".work"
@@ -202,8 +202,8 @@ def run(args) -> dict:
 
         pipeline.append(JsonlWriter(args.write_filtered, output_filename="${rank}.jsonl", compression=None,
                                     adapter=_record_adapter))
-    LocalPipelineExecutor(pipeline, tasks=n_tasks, workers=args.workers, logging_dir=os.path.join(work, "datatrove"),
-                          skip_completed=False).run()
+    LocalExecutor(pipeline, tasks=n_tasks, workers=args.workers, logging_dir=os.path.join(work, "datatrove"),
+                  skip_completed=False).run()
     report = _report(work, benchmarks, args, n_tasks)
     hit_docs = report.pop("_hit_docs")
     if args.write_filtered and is_prefix:

@@ -182,10 +182,10 @@ def run(inputs, output_dir, name, tokenizer, *, workers: int = 1, executor: str 
         log(f"tokenize: submitted Slurm jobs {tok.job_id} (tokenize, {job.n_tasks} tasks) and {merge.job_id} (merge); "
             f"logs in {job.work_dir}/datatrove*/; {job.stats_path} appears when the merge job ends")
         return {"submitted": {"tokenize": tok.job_id, "merge": merge.job_id}, "stats_path": job.stats_path}
-    from datatrove.executor import LocalPipelineExecutor
+    from data_prep.executor import LocalExecutor
 
-    LocalPipelineExecutor(build_pipeline(job), tasks=job.n_tasks, workers=n_workers, start_method=start_method,
-                          logging_dir=os.path.join(job.work_dir, "datatrove")).run()
+    LocalExecutor(build_pipeline(job), tasks=job.n_tasks, workers=n_workers, start_method=start_method,
+                  logging_dir=os.path.join(job.work_dir, "datatrove")).run()
     return finalize(job, log=log)
 
 

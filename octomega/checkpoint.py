@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from octomega.config import ConfigError, to_dict
+from octomega.diskfull import DiskFull, disk_full_cause, disk_full_error, free_bytes, remove_partial  # noqa: F401
 
 MARKER = "COMPLETE"
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -187,35 +188,93 @@ def save_checkpoint(save_dir: str | Path, iteration: int, model, *, optimizer=No
 
     A model whose weights are not finite (on any rank) is never saved: NonFiniteWeights, and nothing written. So
     every checkpoint is finite (octomega.json records "finite": true), and the keep_last rotation, which keeps the
-    newest ones, never deletes the newest finite checkpoint."""
+    newest ones, never deletes the newest finite checkpoint.
+
+    A checkpoint that does not fit on its disk raises DiskFull (one line: the path, the bytes it needs, the bytes
+    free, the previous checkpoint kept): before anything is written when some rank sees less free space than the
+    checkpoint's tensors take, or when a write fails with ENOSPC/EDQUOT; the partial directory is then removed (it
+    was never COMPLETE), and the rotation, which runs only after a complete save, has deleted nothing."""
     from megatron.core import dist_checkpointing
 
+    from octomega.runtime import megatron_compat
+
+    megatron_compat.apply()  # its checkpoint-writer fixes: no orphaned process, write errors kept
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     target = iter_dir(save_dir, iteration)
     if not all_finite(_unwrap(model).parameters()):
         raise NonFiniteWeights(f"not saving {target}: the model's weights are not finite")
+    sharded = _sharded_state(model, optimizer, loading=False, with_rng=True)
+    previous = latest_complete(save_dir)
+    kept = (f"the previous checkpoint {previous} is kept (a resume starts there)" if previous is not None
+            else "no earlier checkpoint exists")
+    needed = _check_space(save_dir, target, sharded, kept)
     if rank0:
         if target.exists():  # a leftover of an interrupted save of this iteration
             shutil.rmtree(target)
         target.mkdir(parents=True)
     _barrier()
-    dist_checkpointing.save(_sharded_state(model, optimizer, loading=False, with_rng=True), str(target))
-    _barrier()
-    if rank0:
-        meta = {"iteration": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "config": to_dict(config) if config is not None else None, "has_optimizer": optimizer is not None,
-                "param_dtype": _param_dtype(model), "finite": True, **(state or {})}
-        (target / META).write_text(json.dumps(meta, indent=2, default=str))
-        _fsync_dir(target)
-        (target / MARKER).write_text("ok\n")
-        tmp = Path(save_dir) / (TRACKER + ".tmp")
-        tmp.write_text(str(iteration))
-        os.replace(tmp, Path(save_dir) / TRACKER)
-        if keep_last:
-            for old in complete_iterations(save_dir)[:-keep_last]:
-                shutil.rmtree(iter_dir(save_dir, old), ignore_errors=True)
+    megatron_compat.take_write_errors()  # forget those of an earlier failed save
+    try:
+        dist_checkpointing.save(sharded, str(target))
+        _barrier()
+        if rank0:
+            meta = {"iteration": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "config": to_dict(config) if config is not None else None, "has_optimizer": optimizer is not None,
+                    "param_dtype": _param_dtype(model), "finite": True, **(state or {})}
+            (target / META).write_text(json.dumps(meta, indent=2, default=str))
+            _fsync_dir(target)
+            (target / MARKER).write_text("ok\n")
+            tmp = Path(save_dir) / (TRACKER + ".tmp")
+            tmp.write_text(str(iteration))
+            os.replace(tmp, Path(save_dir) / TRACKER)
+    except BaseException as e:  # torch's CheckpointException is a BaseException
+        if rank0:  # never left half-written (and its space is freed for what comes next)
+            remove_partial(target)
+            remove_partial(Path(save_dir) / (TRACKER + ".tmp"))
+        cause = disk_full_cause(e, megatron_compat.take_write_errors())
+        if cause is None:
+            raise
+        raise disk_full_error(target, what="checkpoint", needed=needed, kept=kept, cause=cause) from e
+    if rank0 and keep_last:
+        for old in complete_iterations(save_dir)[:-keep_last]:
+            shutil.rmtree(iter_dir(save_dir, old), ignore_errors=True)
     _barrier()
     return target
+
+
+def _check_space(save_dir: str | Path, target: Path, sharded: dict, kept: str) -> int:
+    """The bytes of tensor data this save writes, all ranks together; DiskFull on every rank, before anything is
+    written, when some rank sees less free space than that (every rank must call it: two all-reduces of one
+    number, so that all ranks decide alike)."""
+    from octomega.runtime import collective_device
+
+    device = collective_device()
+    total = torch.tensor([float(_tensor_bytes(sharded))], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    needed = int(total.item())
+    free = free_bytes(save_dir)
+    short = torch.tensor([float(free is not None and free < needed)], dtype=torch.float32, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(short, op=torch.distributed.ReduceOp.MAX)
+    if short.item():
+        raise disk_full_error(target, what="checkpoint", needed=needed, kept=kept)
+    return needed
+
+
+def _tensor_bytes(sharded: dict) -> int:
+    """Bytes of the tensors this rank writes from a sharded state dict (its main replicas; the files add a little:
+    metadata and pickled objects)."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory, is_main_replica
+
+    n = 0
+    for sh in nested_values(sharded):  # a factory (a fused weight saved as parts) holds the whole local tensor
+        if isinstance(sh, (ShardedTensor, ShardedTensorFactory)) and is_main_replica(sh.replica_id) \
+                and isinstance(sh.data, torch.Tensor):
+            rng = getattr(sh, "flattened_range", None)
+            n += (rng.stop - rng.start if rng is not None else sh.data.numel()) * sh.data.element_size()
+    return n
 
 
 def _param_dtype(model) -> str:

@@ -11,7 +11,8 @@ checkpoint is written with (a multiple of 128 x TP rows, the shape `octomega tra
 recorded with --pp in its octomega.json.
 
 Outputs are atomic: written into a hidden sibling directory, renamed to OUT_DIR only once complete; a failure
-removes it. Checkpoints follow octomega.checkpoint's contract (iter_0000000/ with octomega.json and the
+removes it, and a full disk is one error line (DiskFull: OUT_DIR, the bytes the output needs, the bytes free).
+Checkpoints follow octomega.checkpoint's contract (iter_0000000/ with octomega.json and the
 COMPLETE marker written last), so `octomega train` starts from them (init.from_checkpoint=OUT_DIR with
 init.reset_optimizer=true: a converted checkpoint has no optimizer state).
 """
@@ -45,6 +46,7 @@ from octomega.convert.hf_io import (
 from octomega.convert.mapping import LlamaShape
 from octomega.convert.offline import EMBEDDING, check_checkpoint, hf_producer, iter_hf_from_checkpoint, \
     write_checkpoint
+from octomega.diskfull import disk_full_cause, disk_full_error
 
 ASSETS_DIR = "hf_assets"  # inside an iter dir written by hf-to-mcore: the source's tokenizer and configs
 Log = Callable[[str], None] | None
@@ -95,8 +97,11 @@ def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
 
 
 @contextmanager
-def atomic_dir(final: str | Path, overwrite: bool):
-    """Yield a fresh hidden sibling of `final`; rename it to `final` only when the body completes."""
+def atomic_dir(final: str | Path, overwrite: bool, *, needed: int | None = None):
+    """Yield a fresh hidden sibling of `final`; rename it to `final` only when the body completes. A failure removes
+    it; a full disk (ENOSPC, EDQUOT) is then DiskFull naming `final` and the `needed` bytes (what the output takes)."""
+    from octomega.runtime.megatron_compat import take_write_errors
+
     final = Path(final).absolute()
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
         raise ConvertError(f"{final} already exists and is not empty: choose another directory or pass --overwrite")
@@ -104,11 +109,16 @@ def atomic_dir(final: str | Path, overwrite: bool):
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    existed = final.exists()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        cause = disk_full_cause(e, take_write_errors())
+        if cause is None:
+            raise
+        raise disk_full_error(final, what="the converted model", needed=needed, cause=cause,
+                              kept=f"{final} {'is unchanged' if existed else 'was not created'}") from e
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"
         os.replace(final, old)
@@ -116,6 +126,11 @@ def atomic_dir(final: str | Path, overwrite: bool):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def output_bytes(s: LlamaShape, dtype: torch.dtype) -> int:
+    """The bytes of a model's weights in `dtype`: what a conversion writes, within its small metadata."""
+    return sum(torch.Size(shape).numel() for _, shape in s.hf_tensors()) * torch.tensor([], dtype=dtype).element_size()
 
 
 # ---------------------------------------------------------------------------------------------- hf-to-mcore
@@ -141,7 +156,7 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, *, tp: int = 1, pp: int
     _say(log, f"{hf_dir}: Llama with {s.num_layers} layers, hidden {s.hidden}, {s.heads}/{s.groups} heads, "
               f"vocab {s.vocab} ({'tied' if s.tied else 'untied'} embeddings); writing {dtype_name(dtype)} "
               f"for TP={tp} PP={pp}")
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite, needed=output_bytes(s, dtype)) as tmp:
         single_process_runtime()
         rows = padded_vocab_size(cfg, tp)
         # Weights never initialised nor written (not resident): the writer takes each chunk from the HF files.
@@ -250,7 +265,7 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, *, dtype: torch.dtype
     s = LlamaShape.of(cfg)
     stored = check_checkpoint(it_dir, s)
     out_dtype = dtype or stored[EMBEDDING][1]
-    with atomic_dir(out_dir, overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite, needed=output_bytes(s, out_dtype)) as tmp:
         base = None
         if assets is not None:
             copy_assets(assets, tmp)

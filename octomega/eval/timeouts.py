@@ -118,14 +118,11 @@ def _resolve(spec: str) -> Callable[[], Any]:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this process when the thread that started it ends (Linux); exit now if that already happened."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: end-of-file on the pipes still ends an idle process
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(0)
+    """SIGKILL this process when the thread that started it ends (Linux: octomega.lifetime); exit now if that already
+    happened. Elsewhere end-of-file on the pipes still ends an idle process."""
+    from octomega.lifetime import die_with_parent
+
+    die_with_parent(parent_pid)
 
 
 def _cap_memory(extra_bytes: int) -> None:

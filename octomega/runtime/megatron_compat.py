@@ -1,5 +1,6 @@
 """Fixes for Megatron-Core 0.19.2 paths that octomega uses and that break without Apex/Transformer Engine
-(torch.optim.AdamW as the inner optimizer: CPU runs, and GPU runs without TE). Applied on every device.
+(torch.optim.AdamW as the inner optimizer: CPU runs, and GPU runs without TE), and two in its checkpoint writer
+(5, 6). Applied on every device.
 
 1. DistributedOptimizer.load_state_dict sets a tensor 'step' in every parameter's Adam state, and then
    `_set_main_param_and_optimizer_states` copies every tensor of that state from the checkpoint, where the
@@ -18,9 +19,21 @@
    copy) makes a scaled temporary of every tensor before copying it. They are replaced by torch's foreach ops
    (torch._foreach_norm, _foreach_mul, _foreach_copy_): no host sync, no temporary when the scale is 1, the same
    values (per-tensor norms, then the norm of those, in fp32).
+5. dist_checkpointing's writer (FileSystemWriterAsync) collects its write results through a queue of a
+   multiprocessing Manager that it starts, a server process with multiprocessing's resource tracker, on the first
+   save of the process. Neither watches its parent: a run killed by SIGKILL left both behind for good. octomega
+   saves synchronously (the writer threads run in the saving process), so an in-process queue does the same work,
+   and no process is started.
+6. The same writer reports a failed write as "an error is caught while starting worker 0, error: <class
+   'OSError'>" (an assertion on the result's type replaces the exception), so a full disk cannot be told from a
+   bug. The patched writer keeps each write's exception; octomega.checkpoint asks for them (take_write_errors)
+   when a save fails.
 """
 
 from __future__ import annotations
+
+import functools
+import queue
 
 import torch
 
@@ -83,7 +96,36 @@ def apply() -> None:
     for module in (clip_grads, mcore_optimizer):
         if module.multi_tensor_scale_impl is mcore_utils.local_multi_tensor_scale:
             module.multi_tensor_scale_impl = foreach_scale
+    _patch_checkpoint_writer()
     _APPLIED = True
+
+
+_WRITE_ERRORS: list[BaseException] = []  # exceptions of failed checkpoint writes in this process (fix 6)
+
+
+def take_write_errors() -> tuple[BaseException, ...]:
+    """The exceptions of the checkpoint writes that failed in this process since the last call (fix 6)."""
+    errors = tuple(_WRITE_ERRORS)
+    _WRITE_ERRORS.clear()
+    return errors
+
+
+def _patch_checkpoint_writer() -> None:
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:  # fix 5
+        filesystem_async._results_queue = queue.Queue()
+    writer = filesystem_async.FileSystemWriterAsync
+    original = writer.write_preloaded_data
+
+    @functools.wraps(original)  # keeps the signature, which Megatron inspects
+    def write_preloaded_data(*args, **kwargs):  # fix 6: one bucket (file) of a rank's checkpoint
+        out = original(*args, **kwargs)
+        if out is not None and isinstance(out[1], BaseException):
+            _WRITE_ERRORS.append(out[1])
+        return out
+
+    writer.write_preloaded_data = staticmethod(write_preloaded_data)
 
 
 def foreach_l2_norm(chunk_size, noop_flag, tensor_lists, per_tensor, *args):

@@ -9,6 +9,10 @@ Document boundaries (decided here, checked by octomega.config's `check_document_
   No s x s attention mask is built (create_attention_mask=False).
 - `data.eod_mask_loss` (drop the loss on the token after an EOD) is honoured: it is a loss mask only.
 
+Every sample's token ids are checked against the vocabulary as it is read (octomega/train/checked_dataset.py): an
+id outside it is one error naming the .bin file and the document. DataLoader workers (`data.num_workers`) die with
+the training process, also when it is killed by SIGKILL (octomega/lifetime.py).
+
 Order: the global batch of step s is samples [s*G, (s+1)*G) of the blended dataset, G = global batch size,
 whatever the DP size and micro-batch split (Megatron's pretraining sampler order). Resuming at step s restarts
 exactly there.
@@ -22,12 +26,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from octomega.config import ConfigError, RunConfig, check_document_policy
+from octomega.lifetime import die_with_parent
 
 
 @dataclass
@@ -87,14 +93,15 @@ def _gpt_config(cfg: RunConfig, tok: TokenizerInfo, cache: str, blend_per_split)
 
 def _build(cfg, tok, cache, split_index: int, prefixes, weights, num_samples: int):
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    from octomega.train.checked_dataset import VocabCheckedGPTDataset
 
     per_split = [None, None, None]
     per_split[split_index] = (prefixes, weights)
     sizes = [0, 0, 0]
     sizes[split_index] = num_samples
     datasets = BlendedMegatronDatasetBuilder(
-        GPTDataset, sizes, lambda: True, _gpt_config(cfg, tok, cache, per_split)).build()
+        VocabCheckedGPTDataset, sizes, lambda: True, _gpt_config(cfg, tok, cache, per_split)).build()
     return datasets[split_index]
 
 
@@ -186,8 +193,15 @@ def train_iterator(dataset, cfg: RunConfig, *, start_step: int, steps: int, dp: 
     sampler = GlobalBatchSampler(start_step=start_step, steps=steps, global_batch=cfg.train.global_batch_size,
                                  micro_batch=cfg.train.micro_batch_size, dp=dp, rank=dp_rank)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate,
-                                         num_workers=cfg.data.num_workers, persistent_workers=False)
+                                         num_workers=cfg.data.num_workers, persistent_workers=False,
+                                         worker_init_fn=partial(_worker_init, owner_pid=os.getpid()))
     return iter(loader)
+
+
+def _worker_init(worker_id: int, *, owner_pid: int) -> None:
+    """In each DataLoader worker: end with the training process (torch's own check notices a dead parent only
+    between batches, every few seconds, and never in a worker stuck reading)."""
+    die_with_parent(owner_pid)
 
 
 def valid_iterator(dataset, cfg: RunConfig, *, dp: int, dp_rank: int):

@@ -224,3 +224,65 @@ def test_hf_to_mcore_failure_midway_leaves_nothing(src, tmp_path, world1, monkey
     with pytest.raises(RuntimeError, match="read error"):
         main(["hf-to-mcore", str(src), str(tmp_path / "ck")])
     assert not (tmp_path / "ck").exists() and leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------- full disk
+# A full disk cannot be made here safely (filling the machine's disk disturbs everything on it; a small tmpfs needs
+# root): a write fails with ENOSPC part-way instead, after some of its bytes reached the file.
+
+
+def _enospc():
+    import errno
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_in_mcore_to_hf_is_one_line(src, tmp_path, world1, capsys, monkeypatch):
+    from octomega.convert import hf_io
+
+    assert main(["hf-to-mcore", str(src), str(tmp_path / "ck")]) == 0
+    real, calls = hf_io.SafetensorsWriter.write, [0]
+
+    def write(self, name, tensor):
+        calls[0] += 1
+        if calls[0] == 3:
+            self.file.write(b"\0" * 100)
+            raise _enospc()
+        real(self, name, tensor)
+
+    monkeypatch.setattr(hf_io.SafetensorsWriter, "write", write)
+    capsys.readouterr()
+    assert main(["mcore-to-hf", str(tmp_path / "ck"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"octomega convert mcore-to-hf: error: no space left on device for the converted model {tmp_path / 'out'}: "
+        "it needs about "), err
+    assert f"nothing of it was kept, and {tmp_path / 'out'} was not created. Free space there" in err[0]
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_full_disk_in_hf_to_mcore_is_one_line(src, tmp_path, world1, capsys, monkeypatch):
+    import functools
+
+    from torch.distributed.checkpoint import filesystem
+
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "keep.txt").write_text("an earlier output")
+    real, calls = filesystem._write_item, [0]
+
+    @functools.wraps(real)
+    def write_item(transforms, stream, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            stream.write(b"\0" * 100)
+            raise _enospc()
+        return real(transforms, stream, *args, **kwargs)
+
+    monkeypatch.setattr(filesystem, "_write_item", write_item)
+    assert main(["hf-to-mcore", str(src), str(tmp_path / "ck"), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"octomega convert hf-to-mcore: error: no space left on device for the converted model {tmp_path / 'ck'}: "
+        "it needs about "), err
+    assert f"nothing of it was kept, and {tmp_path / 'ck'} is unchanged" in err[0]
+    assert sorted(os.listdir(tmp_path / "ck")) == ["keep.txt"] and leftovers(tmp_path) == []
