@@ -7,7 +7,8 @@ These subclasses keep datatrove's DataFolder I/O (compression included) and step
     file is shared by several tasks;
   - yield one Document per record: metadata["record"] (the parsed dict) and metadata["where"]
     ("path:line" / "path row N" / "dataset[N]"), or metadata["bad"] = (reason, detail) for an unparsable
-    line. RecordFormatter and RecordValidator (data_prep.records) decide what happens next.
+    line or an unreadable parquet row group ("path row group G"). RecordFormatter and RecordValidator
+    (data_prep.records) decide what happens next.
 """
 
 from __future__ import annotations
@@ -116,19 +117,40 @@ class UnitParquetReader(_UnitReaderMixin, ParquetReader):
         self.columns = columns
 
     def read_unit(self, unit: Unit) -> DocumentsPipeline:
+        """One row group at a time. A row group that cannot be read (a corrupt page: bad compressed data, a page
+        checksum that does not match, an invalid encoding) is one bad record "corrupt_row_group" naming the file,
+        the row group and the rows lost (the records read before the damage in it are kept), and reading goes on
+        with the next row group; --on-bad-record decides whether that skips (counted, listed) or fails the run.
+        Page checksums, where the file has them, are verified: without them a damaged uncompressed page can read
+        as wrong text, which nothing can detect."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         full = self.data_folder.resolve_paths(unit.path)
-        with self.data_folder.open(unit.path, "rb") as f, pq.ParquetFile(f) as pqf:
-            row = sum(pqf.metadata.row_group(i).num_rows for i in range(unit.start))
+        with self.data_folder.open(unit.path, "rb") as f, pq.ParquetFile(f, page_checksum_verification=True) as pqf:
+            first = sum(pqf.metadata.row_group(i).num_rows for i in range(unit.start))
             names = set(pqf.schema_arrow.names)
             cols = [c for c in self.columns if c in names] if self.columns is not None else None
             cols = cols or None  # none of them there: read all, so each record reports what it lacks
-            groups = list(range(unit.start, unit.end if unit.end is not None else pqf.num_row_groups))
-            for batch in pqf.iter_batches(batch_size=self.batch_size, row_groups=groups, columns=cols):
-                for rec in batch.to_pylist():
-                    row += 1
-                    yield _doc(f"{full} row {row}", rec)
+            for g in range(unit.start, unit.end if unit.end is not None else pqf.num_row_groups):
+                n_rows, row = pqf.metadata.row_group(g).num_rows, first
+                batches = pqf.iter_batches(batch_size=self.batch_size, row_groups=[g], columns=cols)
+                while True:
+                    try:
+                        batch = next(batches, None)
+                        records = batch.to_pylist() if batch is not None else None
+                    except (OSError, pa.ArrowException) as e:
+                        why = " ".join(str(e).split())  # pyarrow's messages may span lines
+                        yield _doc(f"{full} row group {g}", bad=(
+                            "corrupt_row_group", f"rows {row + 1}-{first + n_rows} of the file cannot be read ({why}): "
+                            "the file is damaged; re-download or re-export it"))
+                        break
+                    if records is None:
+                        break
+                    for rec in records:
+                        row += 1
+                        yield _doc(f"{full} row {row}", rec)
+                first += n_rows
 
 
 def load_hf_dataset(path_or_id: str, split: str | None = "train", subset: str | None = None,

@@ -31,6 +31,7 @@ REASONS = {
     "bad_messages": "chat messages in an unexpected shape",
     "empty_text": "empty or whitespace-only text",
     "too_long": "text longer than --max-chars",
+    "corrupt_row_group": "a parquet row group that cannot be read",
 }
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 _MISSING = object()
