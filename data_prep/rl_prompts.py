@@ -102,6 +102,28 @@ def _answer(rec: dict, field: str | None):
     return str(value).strip() if value is not None and str(value).strip() else None
 
 
+def _read_parquet(path: Path) -> list[dict]:
+    """Every row of a parquet file, row group by row group (page checksums verified where the file has them); a row
+    group that cannot be read (a damaged page) is a PromptSetError naming the file and the row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pqf = pq.ParquetFile(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        raise PromptSetError(f"{path}: not a readable parquet file ({e})") from None
+    rows: list[dict] = []
+    for g in range(pqf.num_row_groups):
+        try:
+            rows += pqf.read_row_group(g).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            n = pqf.metadata.row_group(g).num_rows
+            why = " ".join(str(e).split())
+            raise PromptSetError(f"{path} row group {g}: rows {len(rows) + 1}-{len(rows) + n} of the file cannot be "
+                                 f"read ({why}): the file is damaged; re-download or re-export it") from None
+    return rows
+
+
 def read_records(spec: str, hub_split: str = "train") -> tuple[str, list[dict]]:
     """(source name, records) of one --input."""
     if spec.startswith("hub:"):
@@ -119,9 +141,7 @@ def read_records(spec: str, hub_split: str = "train") -> tuple[str, list[dict]]:
     if not path.is_file():
         raise PromptSetError(f"--input {spec}: no such file (jsonl, parquet, or hub:OWNER/NAME)")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return path.stem, pq.read_table(path).to_pylist()
+        return path.stem, _read_parquet(path)
     if path.suffix == ".json":
         text = path.read_text(encoding="utf-8")
         if text.lstrip().startswith("["):  # a JSON array (SimpleRL ships one)

@@ -1,6 +1,7 @@
-"""Issue 17, item 6: a parquet file with a damaged page. The row group that cannot be read is a bad record
-"corrupt_row_group" naming the file and the row group: skipped and reported (the default) or, with
---on-bad-record fail, one error line; the other row groups are read in full. Page checksums are verified."""
+"""Issue 17, item 6: a parquet file with a damaged page. In data_prep.tokenize the row group that cannot be read is
+a bad record "corrupt_row_group" naming the file and the row group: skipped and reported (the default) or, with
+--on-bad-record fail, one error line; the other row groups are read in full. data_prep.rl_prompts fails naming both.
+Page checksums are verified."""
 
 from __future__ import annotations
 
@@ -63,3 +64,16 @@ def test_fail_mode_is_one_line_naming_file_and_row_group(tmp_path, tokenizer_dir
                           "the file cannot be read (Corrupt snappy compressed data.): the file is damaged; "
                           "re-download or re-export it (a parquet row group that cannot be read)."), err
     assert "--on-bad-record skip" in err and not (tmp_path / "out" / "web.bin").exists()
+
+
+def test_rl_prompts_names_file_and_row_group(tmp_path):
+    """data_prep.rl_prompts reads a prompt set whole: a damaged row group fails it, naming the file and the row
+    group (its command prints that as one line, exit status 2)."""
+    from data_prep.rl_prompts import PromptSetError, read_records
+
+    damaged_parquet(tmp_path / "prompts.parquet")
+    with pytest.raises(PromptSetError) as e:
+        read_records(str(tmp_path / "prompts.parquet"))
+    assert str(e.value) == (f"{tmp_path / 'prompts.parquet'} row group 1: rows {GROUP + 1}-{2 * GROUP} of the file "
+                            "cannot be read (Corrupt snappy compressed data.): the file is damaged; re-download or "
+                            "re-export it")
