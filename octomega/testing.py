@@ -4,7 +4,8 @@
 imports Megatron-Core afresh), sets the torchrun environment variables, calls `fn(rank, *args)` in each and
 returns the list of per-rank return values (which must be picklable; prefer numpy or plain Python to torch
 tensors: a tensor shares memory with a rank that may exit before the parent reads it). A failure on any rank raises with that
-rank's traceback; a hang is killed after `timeout` seconds.
+rank's traceback; a hang is killed after `timeout` seconds. The ranks run on the CPU (gloo, OCTOMEGA_DEVICE=cpu)
+unless `gpu=True`: then each rank takes GPU LOCAL_RANK and nccl (tests/gpu).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(fn, rank, world_size, port, args, queue):
+def _worker(fn, rank, world_size, port, args, queue, gpu=False):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OCTOMEGA_DEVICE="cpu")
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if gpu:  # one GPU per rank (LOCAL_RANK), nccl: what octomega.runtime picks where CUDA is available
+        os.environ.pop("OCTOMEGA_DEVICE", None)
+    else:
+        os.environ["OCTOMEGA_DEVICE"] = "cpu"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
@@ -44,11 +49,12 @@ def _worker(fn, rank, world_size, port, args, queue):
             pass
 
 
-def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 300.0) -> list:
+def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 300.0, *, gpu: bool = False) -> list:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, args, queue)) for r in range(world_size)]
+    procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, args, queue, gpu))
+             for r in range(world_size)]
     for p in procs:
         p.start()
     results: dict[int, object] = {}

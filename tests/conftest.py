@@ -7,17 +7,27 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pytest_collection_modifyitems(config, items):
+def gpu_skip_reason() -> str | None:
+    """Why tests marked `gpu` cannot run here, or None when they can: octomega uses a GPU when CUDA is available
+    and OCTOMEGA_DEVICE is not cpu (octomega.runtime.use_gpu)."""
+    if os.environ.get("OCTOMEGA_DEVICE", "").lower() == "cpu":
+        return "needs a CUDA GPU: OCTOMEGA_DEVICE=cpu keeps octomega on the CPU"
     try:
         import torch
+    except Exception as e:  # noqa: BLE001
+        return f"needs a CUDA GPU: torch does not import ({type(e).__name__})"
+    if not torch.cuda.is_available():
+        return ("needs a CUDA GPU: torch.cuda.is_available() is False here (the GPU tier runs on a GPU machine: "
+                "pytest -m gpu tests/gpu, or bench/device_check.sh)")
+    return None
 
-        has_gpu = torch.cuda.is_available()
-    except Exception:
-        has_gpu = False
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords and not has_gpu:
-            item.add_marker(skip)
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    reason = gpu_skip_reason() if gpu_items else None
+    if reason:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
