@@ -280,7 +280,7 @@ def _register_parity_reward() -> None:
 
 def grpo_two_steps(rank: int, root: str) -> dict:
     """Two GRPO steps of the tiny RL configuration (tests/rl/rl_helpers.py: 4 prompts x 4 samples) with the megatron
-    rollout backend, bf16, the CRC-parity reward, a checkpoint each step and the HF export."""
+    rollout backend, bf16, the CRC-parity reward, a checkpoint each step and the HF export; then one PPO step."""
     import torch.distributed as dist
 
     import rl_helpers
@@ -301,4 +301,10 @@ def grpo_two_steps(rank: int, root: str) -> dict:
     out["config_precision"] = json.loads((root / "grpo" / "config.json").read_text())["train"]["precision"]
     export = root / "grpo" / "hf"
     out["export"] = sorted(p.name for p in export.iterdir()) if export.is_dir() else []
+    # one PPO step: the critic (its value head replaces the output layer after the model went to the GPU)
+    ppo = rl_helpers.loop_config(root, "ppo", hf, prompts, bench, "rollout.backend=megatron", "train.steps=1",
+                                 "valid.benchmarks=", "checkpoint.save_interval=0", "checkpoint.export_hf=false",
+                                 "reward.name=crc_parity", "algo.name=ppo")
+    out["ppo_status"] = rl_helpers.run_loop(ppo)
+    out["ppo_rows"] = rl_helpers.metrics(root / "ppo")
     return out

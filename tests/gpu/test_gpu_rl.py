@@ -1,6 +1,7 @@
 """On the GPU: two GRPO steps on nccl (a world of one) with the megatron rollout backend, which generates from the
 live actor: bf16, 4 prompts x 4 samples, a reward on the parity of the response's CRC-32 (a random model's groups
-almost always hold both), a checkpoint after each step and the HF export at the end. One spawned process (gpu_workers.grpo_two_steps)."""
+almost always hold both), a checkpoint after each step and the HF export at the end; then one PPO step (the
+critic's value head on the GPU). One spawned process (gpu_workers.grpo_two_steps)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,10 @@ def test_two_grpo_steps_with_the_megatron_backend(out):
 
 def test_the_rl_run_exports_hugging_face_weights(out):
     assert "config.json" in out["export"] and any(n.endswith(".safetensors") for n in out["export"]), out["export"]
+
+
+def test_a_ppo_step_with_its_critic(out):
+    assert out["ppo_status"]["status"] == "complete" and len(out["ppo_rows"]) == 1
+    r = out["ppo_rows"][0]
+    for key in ("vf_loss", "critic_grad_norm", "pg_loss", "grad_norm"):
+        assert math.isfinite(r[key]) and (key.endswith("loss") or r[key] > 0), (key, r)
