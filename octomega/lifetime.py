@@ -14,6 +14,11 @@ octomega/eval/timeouts.py's grading zygote and workers):
   server, which waits for its children before it exits, so it cannot be the one to end them) also watches that
   process itself: a thread waiting on a pidfd of it (readable when it ends) kills the helper.
 
+A command that is not Python (or not ours) is started through `python -m octomega.lifetime --parent PID
+--signal TERM -- COMMAND...`, which asks for the signal and then becomes COMMAND (exec keeps the request):
+`octomega pipeline` starts its stages so, and a killed pipeline takes its running stage along (SIGTERM: a
+training stage saves a checkpoint and stops, as when the pipeline itself gets SIGTERM).
+
 Standard library only: data_prep and the grading zygote use it too.
 """
 
@@ -30,13 +35,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _WATCHED: set[tuple[int, int]] = set()  # (this process, owner) pairs a watchdog thread serves
 
 
-def die_with_parent(owner_pid: int | None = None) -> bool:
+def die_with_parent(owner_pid: int | None = None, sig: int = signal.SIGKILL) -> bool:
     """In a child process: have it killed (SIGKILL) when its parent ends, and when `owner_pid` ends if that is
     another process (an ancestor the child serves). If the owner has already ended, exit at once. Returns whether
-    the kernel took the parent-death request (False off Linux, where only the owner watch works)."""
+    the kernel took the parent-death request (False off Linux, where only the owner watch works). `sig`: the signal
+    the kernel sends instead (SIGTERM lets a training stage save first)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        ok = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+        ok = libc.prctl(PR_SET_PDEATHSIG, int(sig)) == 0
     except (OSError, AttributeError):  # not Linux
         ok = False
     if owner_pid is None:
@@ -86,3 +92,35 @@ def _alive(pid: int) -> bool:
         except PermissionError:
             return True
         return True
+
+
+def exec_argv(cmd: list[str], *, sig: int = signal.SIGTERM) -> list[str]:
+    """The argv that runs `cmd` (a list, argv[0] on PATH or a path) as a child of this process that gets `sig`
+    when this process ends."""
+    import sys
+
+    return [sys.executable, "-m", "octomega.lifetime", "--parent", str(os.getpid()), "--signal",
+            signal.Signals(sig).name.removeprefix("SIG"), "--", *cmd]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m octomega.lifetime --parent PID --signal NAME -- COMMAND...: become COMMAND, signalled when PID (our
+    parent) ends; exit 0 at once if it already has."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m octomega.lifetime", description=main.__doc__)
+    ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--signal", default="TERM", help="signal name without SIG (default TERM)")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        ap.error("no command after --")
+    die_with_parent(args.parent, getattr(signal, "SIG" + args.signal.upper()))
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from octomega.lifetime import exec_argv
+
 
 @dataclass
 class Stage:
@@ -103,7 +105,9 @@ class Runner:
         log = open(self.log_path(s.name), "w")
         log.write("$ " + " ".join(s.cmd) + "\n")
         log.flush()
-        return subprocess.Popen(s.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # through octomega.lifetime: a pipeline killed by SIGKILL sends its running stages SIGTERM (they save and
+        # stop, as on the pipeline's own SIGTERM) instead of leaving them running beside a re-run
+        return subprocess.Popen(exec_argv(s.cmd), stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def run(self) -> dict[str, float]:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
