@@ -34,6 +34,7 @@ def vllm_sampling_kwargs(params: SamplingParams, prompt_index: int, stop_token_i
         "seed": None if greedy or params.seed is None else row_seed(params.seed, prompt_index, 0) % 2**31,
         "stop": list(params.stop),
         "stop_token_ids": list(stop_token_ids),
+        "ignore_eos": not stop_token_ids,  # no stop tokens asked for: not even the EOS (as the hf backend)
         "include_stop_str_in_output": False,
         "skip_special_tokens": True,
         "logprobs": 0,  # 0 = only the sampled token's logprob
@@ -78,7 +79,8 @@ def build_llm(model_dir: str, **kw: Any) -> Any:
 
     On CPU the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless set: start-up takes seconds
     instead of a minute). vLLM's CPU worker then sets torch to one thread and replaces ``torch.set_num_threads`` with
-    a no-op for the whole process; both are restored here, so that a trainer in the same process keeps its threads.
+    a no-op for the whole process, and replaces torch.cuda's Event and Stream with placeholders: all are restored
+    here, so that a trainer (or a megatron generator) in the same process keeps working as before.
     """
     import torch
 
@@ -104,6 +106,10 @@ def build_llm(model_dir: str, **kw: Any) -> Any:
     finally:
         torch.set_num_threads = set_threads
         torch.set_num_threads(threads)
+        from octomega.runtime import cpu_backend
+
+        if cpu_backend.enabled():  # vLLM's CPU worker replaced torch.cuda.Event/Stream: Megatron needs ours back
+            cpu_backend.enable()
         for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
             if k not in env:
                 os.environ.pop(k, None)

@@ -146,9 +146,13 @@ def _patch_megatron() -> None:
 
 
 def enable() -> None:
-    """Redirect Megatron-Core's CUDA-only calls to the CPU for the rest of the process. Idempotent."""
+    """Redirect Megatron-Core's CUDA-only calls to the CPU for the rest of the process. Idempotent; once enabled,
+    a later call re-applies the torch.cuda stand-ins if another library replaced them (vLLM's CPU worker installs
+    its own Event and Stream placeholders, which lack the elapsed_time Megatron's generation calls)."""
     global _ENABLED
     if _ENABLED:
+        if torch.cuda.Event is not _FakeStream or torch.cuda.Stream is not _FakeStream:
+            _patch_cuda_module()
         return
     if torch.cuda.is_available():
         raise RuntimeError("octomega's CPU backend must not be enabled on a machine that uses its GPU")

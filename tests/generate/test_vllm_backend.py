@@ -140,3 +140,23 @@ def test_eval_cli_with_the_vllm_backend(vllm, vllm_model_dir, tmp_path):
     for b in ("gsm8k", "math500"):
         rows = [json.loads(x) for x in (out / b / "samples.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(isinstance(x.get("completion", x.get("response")), str) for x in rows)
+
+
+@pytest.mark.slow
+def test_megatron_generates_after_vllm_started_in_the_same_process(vllm, vllm_model_dir):
+    """vLLM's CPU worker replaces torch.cuda.Event/Stream with placeholders when it first starts; octomega's CPU
+    backend for Megatron-Core must be restored after it (Megatron's generation times its steps with events). A
+    fresh process: the megatron backend first, then a vLLM engine, then the megatron backend again."""
+    code = f"""
+from octomega.generate import SamplingParams, get_generator
+p = SamplingParams(max_new_tokens=6)
+mg = get_generator("megatron", {str(vllm_model_dir)!r}, batch_size=2)
+before = mg.generate(["the", "Q: hi"], p)
+v = get_generator("vllm", {str(vllm_model_dir)!r}, dtype="float32", kv_cache_mb=64, max_model_len=512)
+after = mg.generate(["the", "Q: hi"], p)
+ids = lambda out: [r[0].token_ids for r in out]
+assert ids(before) == ids(after) == ids(v.generate(["the", "Q: hi"], p)), (ids(before), ids(after))
+print("same tokens")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "same tokens" in r.stdout, r.stdout[-1500:] + r.stderr[-3000:]

@@ -17,6 +17,7 @@ from octomega.testing import run_distributed
 from rl_helpers import loop_config, megatron_from_hf, metrics, vllm_loop_worker, write_bench, write_prompts
 
 
+LEARN_STEPS, LEARN_WINDOW, LEARN_GAIN = 12, 3, 0.3  # steps; steps averaged at each end; reward in [-1, 1]
 PROMPTS = ["Question: Tom has 12 apples and buys 7 more. How many apples does he have?\nAnswer:", "Q: hi", "the",
            "A conversation between User and Assistant. User: 2+3?\nAssistant:"]
 
@@ -123,3 +124,29 @@ def test_rl_loop_with_vllm_rollouts_and_the_drift_metric(vllm, tmp_path):
     valid = metrics(tmp_path / "synced", "valid")
     assert [r["step"] for r in valid] == [0, 3] and "tiny_arith/accuracy" in valid[0]
     assert json.loads((tmp_path / "synced" / "rl_status.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_grpo_with_vllm_rollouts_learns(vllm, tmp_path):
+    """GRPO with rollout.backend=vllm learns: the "digit" reward (+1 when the response holds the digit 1; a random
+    model earns it sometimes) rises from the first LEARN_WINDOW steps to the last, while the rollout-vs-trainer
+    drift stays below 1e-4 at every step (each step's sync asserted). The longer learning test on the tiny
+    long-CoT model, with held-out accuracy, is tests/rl/test_learning.py."""
+    from octomega.generate.tiny import build_tiny_llama
+
+    hf = build_tiny_llama(tmp_path / "hf_in", heads=2, kv_heads=1)
+    prompts, bench = write_prompts(tmp_path / "prompts.jsonl", 64), write_bench(tmp_path)
+    cfg = loop_config(tmp_path, "learn", hf, prompts, bench, "rollout.backend=vllm", "rollout.vllm_kv_cache_mb=64",
+                      f"train.steps={LEARN_STEPS}", "rollout.prompts_per_step=8", "rollout.samples_per_prompt=8",
+                      "train.mini_batch_prompts=4", "train.micro_batch_size=8", "rollout.response_stair=0:12",
+                      "valid.interval=0", "valid.benchmarks=", "checkpoint.save_interval=0",
+                      "checkpoint.export_hf=false")
+    out = run_distributed(vllm_loop_worker, 1, args=([cfg], [False]), timeout=900)[0]
+    assert out[0]["status"] == "complete"
+    rows = metrics(tmp_path / "learn")
+    assert len(rows) == LEARN_STEPS and all(r["logprob_gap_mean"] < 1e-4 for r in rows), \
+        [r["logprob_gap_mean"] for r in rows]
+    first = sum(r["reward_mean"] for r in rows[:LEARN_WINDOW]) / LEARN_WINDOW
+    last = sum(r["reward_mean"] for r in rows[-LEARN_WINDOW:]) / LEARN_WINDOW
+    print(f"digit reward: first {LEARN_WINDOW} steps {first:+.3f}, last {LEARN_WINDOW} {last:+.3f}")
+    assert last >= first + LEARN_GAIN, (first, last)
