@@ -2,10 +2,11 @@
 # Issue 8's Transformer Engine path on the GPU machine, from the kit bench/te_kit.sh made here (it prints the
 # calls). Everything lands under $TE_TMP (/tmp/te), which lives as long as the machine stays warm:
 #   append        add the carried .te/p<i>/ parts to $TE_TMP/<core wheel name>, in order, each once
-#   build         append the last part, check the md5, build the transformer_engine_torch extension against this
-#                 machine's torch (~2.5 min on 16 cores; a wheel built earlier and carried in .te/small is used
-#                 instead), install everything with ONE pip call (TE checks that its three distributions match),
-#                 import-check TE on the GPU; the built wheel goes to $OUT (carry it in .te/small next time)
+#   build         append any part carried with it, check the md5, build the transformer_engine_torch extension
+#                 against this machine's torch (~2.5 min on 16 cores; a wheel built earlier and carried in .te/small
+#                 is used instead: bench/te_build_wheel.sh builds it without a GPU), install everything with ONE pip
+#                 call (TE checks that its three distributions match), import-check TE on the GPU; a wheel built
+#                 here goes to $OUT (carry it in .te/small next time)
 #   bench 1b|3b   bench/train_throughput.py on the TE spec: bf16, each TE option of bench/NOTES.md, FP8, and the
 #                 local spec in the same environment, beside transformers (1b ~6 min, 3b ~5 min)
 # Results land in $OUT: the bench's JSON and console log, gpu.txt, te_build.log.
@@ -39,7 +40,7 @@ case "${1:-}" in
   build)
     [ -f .te/small/core.md5 ] || { echo "device_te: carry .te/small (and .whl) with the last part" >&2; exit 2; }
     name=$(cat .te/small/core.name)
-    append_parts || exit 2
+    if ls -d .te/p[0-9]* >/dev/null 2>&1; then append_parts || exit 2; fi  # te_kit.sh sends every part by append
     sum=$(md5sum "$T/$name.partial" | cut -d' ' -f1)
     if [ "$sum" != "$(cat .te/small/core.md5)" ]; then
       echo "device_te: $name reassembled with md5 $sum, expected $(cat .te/small/core.md5): parts missing or" \
