@@ -148,4 +148,16 @@ def test_carry_is_measured_against_the_limit(tmp_path):
 
 
 def test_scripts_parse():
-    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+    for script in ("device_check.sh", "te_build_wheel.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "bench" / script)]).returncode == 0, script
+
+
+def test_te_build_wheel_needs_the_kit(tmp_path):
+    """bench/te_build_wheel.sh (its build needs the 5 GB venv and ~30+ min here: run by hand, bench/NOTES.md) refuses
+    to start without te_kit.sh's downloads, before making anything."""
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "bench" / "te_build_wheel.sh").write_text((ROOT / "bench" / "te_build_wheel.sh").read_text())
+    p = subprocess.run(["bash", str(repo / "bench" / "te_build_wheel.sh")], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "TE_BUILD": str(tmp_path / "build")})
+    assert p.returncode == 2 and "run bench/te_kit.sh first" in p.stderr and not (tmp_path / "build").exists()
