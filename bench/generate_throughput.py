@@ -154,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in notes.items():
         print(f"\n{name}: not measured ({why})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()
+        import datetime
+        import os
+
+        record = {"command": "python bench/generate_throughput.py " + " ".join(sys.argv[1:]),
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "load_average_1_5_15_min": os.getloadavg(), "cpus": os.cpu_count()}
+        Path(args.json).write_text(json.dumps({**record, "settings": {k: v for k, v in vars(args).items()
                                                              if isinstance(v, (int, float, str, list, type(None)))},
                                                "rows": rows, "notes": notes}, indent=2))
     if tmp is not None:
