@@ -159,6 +159,7 @@ def te_forward(root: Path) -> dict:
         return float((x - y).abs().max()) / scale
 
     return {"te_vs_local": rel(logits["te"], logits["local"]), "te_vs_hf": rel(logits["te"], ref),
+            "argmax_local_hf": float((logits["local"].argmax(-1) == ref.argmax(-1)).float().mean()),
             "local_vs_hf": rel(logits["local"], ref), "max_abs_logit": scale,
             "argmax_te_local": float((logits["te"].argmax(-1) == logits["local"].argmax(-1)).float().mean())}
 

@@ -30,7 +30,9 @@ def refusals(tmp_path_factory):
 def test_te_spec_forward_equals_local_spec(te_out):
     f = te_out["forward"]
     assert f["te_vs_local"] <= 0.03 and f["te_vs_hf"] <= 0.03 and f["local_vs_hf"] <= 0.03, f
-    assert f["argmax_te_local"] >= 0.95, f
+    # bf16 rounding flips near-ties: on the CPU, local bf16 vs transformers fp32 agree on 98% of the argmaxes; a wrong
+    # weight mapping would agree on ~0.1% (1 / vocabulary)
+    assert f["argmax_te_local"] >= 0.9 and f["argmax_local_hf"] >= 0.9, f
 
 
 def test_fp8_trains_near_bf16(te_out):
