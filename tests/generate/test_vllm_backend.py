@@ -15,13 +15,6 @@ import torch
 
 from octomega.generate import SamplingParams, get_generator
 
-PROMPTS = [
-    "Question: Tom has 12 apples and buys 7 more. How many apples does he have?\nAnswer:",
-    "Q: hi",
-    "Problem:\nFind the domain of the expression $x$ and the value of $y$.\n\nSolution:\n",
-    "the",
-    "A conversation between User and Assistant. User: 2+3?\nAssistant:",
-]
 MAX_NEW = 24
 LOGPROB_TOL = 1e-4  # fp32 on both sides; measured gaps are ~1e-5 (different kernels, same arithmetic)
 
@@ -51,57 +44,57 @@ def teacher_forced_logprobs(model_dir, prompt: str, token_ids: list[int]) -> lis
     return [float(logp[len(ids) - 1 + k, t]) for k, t in enumerate(token_ids)]
 
 
-def test_greedy_equals_hf_and_megatron(vgen, hgen, vllm_model_dir):
+def test_greedy_equals_hf_and_megatron(vgen, hgen, vllm_model_dir, prompts):
     params = SamplingParams(max_new_tokens=MAX_NEW)
-    v, h = vgen.generate(PROMPTS, params), hgen.generate(PROMPTS, params)
+    v, h = vgen.generate(prompts, params), hgen.generate(prompts, params)
     mg = get_generator("megatron", str(vllm_model_dir), batch_size=8)
     try:
-        m = mg.generate(PROMPTS, params)
+        m = mg.generate(prompts, params)
     finally:
         mg.close()
-    for i in range(len(PROMPTS)):
-        assert v[i][0].token_ids == h[i][0].token_ids == m[i][0].token_ids, PROMPTS[i]
+    for i in range(len(prompts)):
+        assert v[i][0].token_ids == h[i][0].token_ids == m[i][0].token_ids, prompts[i]
         assert v[i][0].text == h[i][0].text and v[i][0].finish_reason == h[i][0].finish_reason
         gap = max(abs(a - b) for a, b in zip(v[i][0].logprobs, h[i][0].logprobs))
-        assert gap < LOGPROB_TOL, (PROMPTS[i], gap)
+        assert gap < LOGPROB_TOL, (prompts[i], gap)
 
 
-def test_sampled_tokens_carry_the_models_logprobs(vgen, vllm_model_dir):
+def test_sampled_tokens_carry_the_models_logprobs(vgen, vllm_model_dir, prompts):
     """Sampled (not greedy) tokens: the logprob vLLM reports is the model's, as transformers computes it."""
-    out = vgen.generate(PROMPTS[:2], SamplingParams(max_new_tokens=16, temperature=1.0, n=2, seed=3))
+    out = vgen.generate(prompts[:2], SamplingParams(max_new_tokens=16, temperature=1.0, n=2, seed=3))
     for i, comps in enumerate(out):
         for c in comps:
-            ref = teacher_forced_logprobs(vllm_model_dir, PROMPTS[i], c.token_ids)
+            ref = teacher_forced_logprobs(vllm_model_dir, prompts[i], c.token_ids)
             assert all(math.isfinite(x) for x in c.logprobs)
             assert max(abs(a - b) for a, b in zip(c.logprobs, ref)) < LOGPROB_TOL
 
 
-def test_seeded_sampling_repeats_and_n_samples(vgen):
+def test_seeded_sampling_repeats_and_n_samples(vgen, prompts):
     params = SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=7)
-    a, b = vgen.generate(PROMPTS, params), vgen.generate(PROMPTS, params)
-    assert [len(r) for r in a] == [4] * len(PROMPTS)
+    a, b = vgen.generate(prompts, params), vgen.generate(prompts, params)
+    assert [len(r) for r in a] == [4] * len(prompts)
     assert [[c.token_ids for c in r] for r in a] == [[c.token_ids for c in r] for r in b]
     assert all(len({tuple(c.token_ids) for c in r}) > 1 for r in a)  # the n samples differ
-    assert [[c.sample_index for c in r] for r in a] == [list(range(4))] * len(PROMPTS)
-    other = vgen.generate(PROMPTS, SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=8))
+    assert [[c.sample_index for c in r] for r in a] == [list(range(4))] * len(prompts)
+    other = vgen.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=8))
     assert [[c.token_ids for c in r] for r in other] != [[c.token_ids for c in r] for r in a]
-    greedy = vgen.generate(PROMPTS[:1], SamplingParams(max_new_tokens=8, n=3))[0]  # greedy n: identical copies
+    greedy = vgen.generate(prompts[:1], SamplingParams(max_new_tokens=8, n=3))[0]  # greedy n: identical copies
     assert len(greedy) == 3 and len({tuple(c.token_ids) for c in greedy}) == 1
 
 
-def test_stop_strings_stop_tokens_and_cap_as_the_hf_backend(vgen, hgen, vllm, vllm_model_dir):
-    full = hgen.generate(PROMPTS, SamplingParams(max_new_tokens=MAX_NEW))
+def test_stop_strings_stop_tokens_and_cap_as_the_hf_backend(vgen, hgen, vllm, vllm_model_dir, prompts):
+    full = hgen.generate(prompts, SamplingParams(max_new_tokens=MAX_NEW))
     assert all(len(r[0].token_ids) == MAX_NEW and r[0].finish_reason == "length" for r in full)
     # a stop string cut out of each greedy text at its middle: the text ends just before it, as in the hf backend
     for i, r in enumerate(full):
         text = r[0].text
         stop = text[len(text) // 2: len(text) // 2 + 3]
         params = SamplingParams(max_new_tokens=MAX_NEW, stop=[stop])
-        v, h = vgen.generate([PROMPTS[i]], params)[0][0], hgen.generate([PROMPTS[i]], params)[0][0]
+        v, h = vgen.generate([prompts[i]], params)[0][0], hgen.generate([prompts[i]], params)[0][0]
         assert v.text == h.text == text[: text.index(stop)] and v.finish_reason == h.finish_reason == "stop"
         assert v.token_ids == h.token_ids and len(v.logprobs) == len(v.token_ids)
         keep = SamplingParams(max_new_tokens=MAX_NEW, stop=[stop], keep_stop_tokens=True)  # the authors' rollout
-        v, h = vgen.generate([PROMPTS[i]], keep)[0][0], hgen.generate([PROMPTS[i]], keep)[0][0]
+        v, h = vgen.generate([prompts[i]], keep)[0][0], hgen.generate([prompts[i]], keep)[0][0]
         assert v.token_ids == h.token_ids and v.text == h.text and stop in vgen.decode(v.token_ids)
     # a stop token: the greedy path's 6th token ends generation there (kept, as the hf backend keeps EOS)
     stop_id = full[0][0].token_ids[5]
@@ -109,11 +102,11 @@ def test_stop_strings_stop_tokens_and_cap_as_the_hf_backend(vgen, hgen, vllm, vl
                           stop_token_ids=[stop_id])
     hstop = get_generator("hf", str(vllm_model_dir), dtype=torch.float32, stop_token_ids=[stop_id])
     params = SamplingParams(max_new_tokens=MAX_NEW)
-    v, h = vstop.generate(PROMPTS[:1], params)[0][0], hstop.generate(PROMPTS[:1], params)[0][0]
+    v, h = vstop.generate(prompts[:1], params)[0][0], hstop.generate(prompts[:1], params)[0][0]
     first = full[0][0].token_ids.index(stop_id)
     assert v.token_ids == h.token_ids == full[0][0].token_ids[: first + 1]
     assert v.finish_reason == h.finish_reason == "stop"
-    capped = vgen.generate(PROMPTS, SamplingParams(max_new_tokens=5))
+    capped = vgen.generate(prompts, SamplingParams(max_new_tokens=5))
     assert all(len(r[0].token_ids) == 5 and r[0].finish_reason == "length" for r in capped)
 
 
