@@ -6,8 +6,8 @@ gsm8k, math, olympiad-bench, amc, math_sat, ocw-courses, mmlu-stem, mathqa, svam
 (its test file ships with that harness, eval/datasets/math500/test.jsonl, and the authors' RL validation uses it).
 
 For each benchmark: how a record of its test file becomes an ``Item`` (question text as the harness builds it,
-gold answer as the harness parses it), which few-shot prompt and scoring scheme it uses, and where users can
-download it. Question formatting and gold parsing follow the harness's eval/data_processing/process_utils.py.
+gold answer as the file gives it: the grader normalises MATH-style golds once, as the harness's process_fn does),
+which few-shot prompt and scoring scheme it uses, and where users can download it. Question formatting and gold parsing follow the harness's eval/data_processing/process_utils.py.
 Schemes (scoring families, see grader.py): gsm, math, olympiad, choice, mmlu, ocw, tabmwp.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from octomega.eval.extract import split_math_answers
-from octomega.eval.normalize import boxed_contents, harness_strip
+from octomega.eval.extract import answer_spans
 
 RIGHT_CHOICE = "What of the following is the right choice? Explain your answer."
 
@@ -26,7 +25,7 @@ RIGHT_CHOICE = "What of the following is the right choice? Explain your answer."
 class Item:
     id: str
     question: str
-    gold: str | list[str]
+    gold: str | list[str]  # as written in the file (MATH-style: un-normalised; grader._gold_list normalises once)
     meta: dict[str, Any] = field(default_factory=dict)
     solution: str | None = None  # a worked solution ending in the answer, for self-agreement checks
 
@@ -49,7 +48,10 @@ class Benchmark:
     hub: HubSource | None = None
     small: bool = False  # gets avg@K over K samples
     letters: str | None = None  # answer letters of multiple-choice benchmarks
-    suite: bool = True  # part of the default suite
+    suite: bool = True  # part of the default suite (the paper's 13)
+    # MATH scheme: keep every line of a final answer. The harness cuts each answer to its first line; College
+    # Math has 133 golds that span lines, which that cut would make unscorable (docs/eval.md, "Gold echo").
+    multiline_answers: bool = False
 
     @property
     def is_choice(self) -> bool:
@@ -74,16 +76,16 @@ def _gsm8k(r, i):
     return Item(str(r.get("idx", i)), r["question"], ans.strip().replace(",", ""), solution=solution)
 
 
-def _math(r, i):  # full MATH: gold = every boxed answer of the solution (the harness's extract_math_answer)
-    q = r["problem"]
-    gold = split_math_answers(q, [harness_strip(a) for a in boxed_contents(r["solution"])])
+def _math(r, i):  # full MATH: gold = every boxed answer of the solution (the harness's extract_math_answer, whose
+    q = r["problem"]  # strip_string and comma split the grader applies: eval/data_processing/process_utils.py)
+    gold = answer_spans(r["solution"])
     return Item(str(r.get("unique_id", r.get("id", i))), q, gold, {"level": r.get("level"), "subject": r.get("type")},
                 solution=r["solution"])
 
 
 def _math500(r, i):
     q = r["problem"]
-    return Item(str(r.get("unique_id", i)), q, split_math_answers(q, [harness_strip(r["answer"])]),
+    return Item(str(r.get("unique_id", i)), q, r["answer"],
                 {"level": r.get("level"), "subject": r.get("subject")}, solution=r.get("solution"))
 
 
@@ -160,8 +162,7 @@ def _tabmwp(r, i):
 
 def _college_math(r, i):
     ans = r["answer"].strip().strip("$")
-    return Item(f"{r.get('data_source', '')}:{r.get('question_number', i)}", r["question"],
-                split_math_answers(r["question"], [harness_strip(ans)]),
+    return Item(f"{r.get('data_source', '')}:{r.get('question_number', i)}", r["question"], ans,
                 {"subject": r.get("data_topic")})
 
 
@@ -194,7 +195,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("aime24", "AIME24", "gsm", "amc_0shot", _amc, 30, HubSource("HuggingFaceH4/aime_2024", split="train"),
               small=True, suite=False),
     Benchmark("minerva_math", "Minerva Math (OCW)", "math", "minerva_math_4shot", _minerva, 272, suite=False),
-    Benchmark("college_math", "College Math", "math", "minerva_math_4shot", _college_math, 2818, suite=False),
+    Benchmark("college_math", "College Math", "math", "minerva_math_4shot", _college_math, 2818, suite=False,
+              multiline_answers=True),
     # The tiny pipeline's synthetic test set (data_prep.synth): integer answers, levels 1-3.
     Benchmark("tiny_arith", "tiny arithmetic", "gsm", "tiny_arith_3shot", _tiny_arith, None, suite=False),
 ]}

@@ -27,25 +27,32 @@ def extract_last_number(text: str, marker: str = "Q: ") -> str:
 
 
 # ---------------------------------------------------------------- MATH (Minerva prompt)
-def _harness_answers(text: str) -> list[str]:
-    """The harness's extract_answer(exhaust=True): Minerva's "final answer is $...$. I hope", else every
-    \\boxed{}, else "The answer is ...", else a ```output block, else the last number."""
+def answer_spans(text: str, first_line: bool = True) -> list[str]:
+    """The harness's extract_answer(exhaust=True) before its strip_string (GAIR-NLP/OctoThinker
+    eval/data_processing/answer_extraction.py): Minerva's "final answer is $...$. I hope", else every \\boxed{},
+    else "The answer is ...", else a ```output block, else the last number; each cut to its first line (unless
+    ``first_line`` is off: College Math's multi-line golds), ":" / "." / "/" trimmed at the ends."""
     if "final answer is $" in text and "$. I hope" in text:
         preds = [text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()]
     elif "boxed" in text:
         preds = boxed_contents(text)
     elif "he answer is" in text:
         preds = [text.split("he answer is")[-1].strip()]
-    elif "```output" in text:
+    elif "```output" in text and text.split("```output")[-1].split("```")[0].strip():
         preds = [text.split("```output")[-1].split("```")[0].strip()]
-    else:
+    else:  # (an empty output block falls through to the last number, as there)
         nums = re.findall(r"-?\d*\.?\d+", text.replace(",", ""))
         preds = [nums[-1]] if nums else []
     out = []
     for p in preds:
-        p = p.strip().split("\n")[0].lstrip(":").rstrip(".").rstrip("/")
-        out.append(harness_strip(p))
+        p = p.strip()
+        out.append((p.split("\n")[0] if first_line else p).lstrip(":").rstrip(".").rstrip("/"))
     return out
+
+
+def _harness_answers(text: str, first_line: bool = True) -> list[str]:
+    """The harness's extract_answer(exhaust=True): ``answer_spans`` normalised by strip_string."""
+    return [harness_strip(p) for p in answer_spans(text, first_line)]
 
 
 def split_math_answers(question: str, answers: list[str]) -> list[str]:
@@ -61,8 +68,9 @@ def split_math_answers(question: str, answers: list[str]) -> list[str]:
     return out
 
 
-def extract_math(text: str, question: str = "") -> list[str]:
-    return split_math_answers(question, _harness_answers(_before(text, "Problem:")))
+def extract_math(text: str, question: str = "", first_line: bool = True) -> list[str]:
+    """extract_math_few_shot_cot_answer: the text before a next "Problem:", its answers normalised and split."""
+    return split_math_answers(question, _harness_answers(_before(text, "Problem:"), first_line))
 
 
 def extract_olympiad(text: str) -> list[str]:

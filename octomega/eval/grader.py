@@ -91,6 +91,9 @@ def _bench(benchmark: str | Benchmark) -> Benchmark:
 
 
 def _gold_list(gold: str | list[str], question: str) -> list[str]:
+    """A MATH-style gold as the harness's process_fn leaves it: each answer strip_string-ed once, then split
+    (extract_math_answer). Items hold the file's un-normalised answers, so this is the only normalisation: a
+    second strip_string is not idempotent (``x \\in [-2,7]`` -> ``x\\in[-2,7]`` -> ``[-2,7]``)."""
     golds = gold if isinstance(gold, list) else [gold]
     return split_math_answers(question, [harness_strip(g) for g in golds])
 
@@ -105,7 +108,7 @@ def _harness_prediction(text: str, bench: Benchmark, question: str):
     if s == "gsm":
         return ex.extract_last_number(text)
     if s == "math":
-        return ex.extract_math(text, question)
+        return ex.extract_math(text, question, first_line=not getattr(bench, "multiline_answers", False))
     if s == "olympiad":
         return ex.extract_olympiad(text)
     if s == "choice":
@@ -129,8 +132,9 @@ def extract_answer(text: str, benchmark: str | Benchmark, *, question: str = "",
 
 
 def _extract_in_worker(text: str, scheme: str, name: str, letters: str | None, question: str,
-                       suite: str) -> str | None:
-    bench = SimpleNamespace(scheme=scheme, name=name, letters=letters, is_choice=letters is not None)
+                       suite: str, multiline: bool = False) -> str | None:
+    bench = SimpleNamespace(scheme=scheme, name=name, letters=letters, is_choice=letters is not None,
+                            multiline_answers=multiline)
     return _extract(text, bench, question, suite)
 
 
@@ -139,7 +143,7 @@ def extract_answer_within(text: str, benchmark: str | Benchmark, *, question: st
     """``extract_answer`` in a grading worker: (answer, "ok"), or (None, "timeout" | "error")."""
     bench = _bench(benchmark)
     return _POOL.run(_extract_in_worker, text, bench.scheme, bench.name, bench.letters, question, suite,
-                     timeout_s=timeout_s, default=None)
+                     bench.multiline_answers, timeout_s=timeout_s, default=None)
 
 
 def _extract(text: str, bench, question: str, suite: str) -> str | None:
@@ -171,9 +175,10 @@ def _harness_verdict(text: str, gold, bench: Benchmark, question: str) -> bool:
     return hs.is_correct(pred, gold_text(gold))  # gsm, tabmwp free-form: eval_last_single_answer
 
 
-def _harness_verdict_in_worker(text: str, gold, scheme: str, name: str, question: str) -> bool:
-    # the Benchmark itself need not travel (its to_item may be a lambda): the verdict needs scheme and name
-    return _harness_verdict(text, gold, SimpleNamespace(scheme=scheme, name=name), question)
+def _harness_verdict_in_worker(text: str, gold, scheme: str, name: str, question: str, multiline: bool = False) -> bool:
+    # the Benchmark itself need not travel (its to_item may be a lambda): the verdict needs scheme, name, one flag
+    return _harness_verdict(text, gold, SimpleNamespace(scheme=scheme, name=name, multiline_answers=multiline),
+                            question)
 
 
 def _zeroshot_verdict(text: str, gold, bench: Benchmark, timeout_s: float | None) -> Verdict:
@@ -191,7 +196,8 @@ def grade_verdict(pred: str, gold: str | list[str], benchmark: str | Benchmark, 
     bench = _bench(benchmark)
     if is_zeroshot(suite):
         return _zeroshot_verdict(pred, gold, bench, timeout_s)
-    return _run(_harness_verdict_in_worker, pred, gold, bench.scheme, bench.name, question, timeout_s=timeout_s)
+    return _run(_harness_verdict_in_worker, pred, gold, bench.scheme, bench.name, question, bench.multiline_answers,
+                timeout_s=timeout_s)
 
 
 def grade(pred: str, gold: str | list[str], benchmark: str | Benchmark, *, question: str = "",
@@ -202,7 +208,9 @@ def grade(pred: str, gold: str | list[str], benchmark: str | Benchmark, *, quest
 
 # ---------------------------------------------------------------- math-verify verdict
 def _as_latex(gold: str) -> str:
-    return gold if ("$" in gold or "\\boxed" in gold or "\\(" in gold or "\\[" in gold) else f"${gold}$"
+    # A gold that opens a math span is math-verify's already; one with "$" only inside (College Math's answers with
+    # their outer "$" taken off: "x=1$ and $y=2") is wrapped too, so its spans stay balanced.
+    return gold if (gold.startswith("$") or "\\boxed" in gold or "\\(" in gold or "\\[" in gold) else f"${gold}$"
 
 
 def _sci_notation(s: str) -> str:

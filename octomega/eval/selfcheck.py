@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from octomega.eval.benchmarks import Benchmark, Item
+from octomega.eval.goldecho import echo_completion
 from octomega.eval.grader import gold_text, grade, math_verify_grade
 from octomega.eval.harness import safe_arith
 from octomega.eval.normalize import last_boxed
@@ -48,20 +49,11 @@ def solution_completion(bench: Benchmark, item: Item) -> str | None:
 
 
 def format_completion(bench: Benchmark, item: Item, suite: str = "base-fewshot") -> str:
-    g = gold_text(item.gold)
+    """The item's gold written as the exemplars write answers (goldecho.echo_completion), or boxed (zero-shot)."""
     if is_zeroshot(suite):
+        g = gold_text(item.gold)
         return f"Let me think. The answer is \\boxed{{{g.upper() if bench.is_choice else g}}}."
-    s = bench.scheme
-    if s == "math":
-        return f"So the answer is $\\boxed{{{g}}}$.\nFinal Answer: The final answer is ${g}$. I hope it is correct."
-    if s == "olympiad":  # the Minerva exemplars write the final answer in $...$
-        g = g if "$" in g else f"${g}$"
-        return f"Final Answer: The final answer is {g}. I hope it is correct."
-    if s in ("choice", "mmlu"):
-        return f"Final Answer: The final answer is ({g.upper()}). I hope it is correct."
-    if s == "ocw":
-        return f"Final answer: The final answer is {g}. I hope it is correct."
-    return f"We compute it step by step. The answer is {g}."
+    return echo_completion(bench, item.gold)
 
 
 def self_agreement(bench: Benchmark, items: list[Item], mode: str = "solution", suite: str = "base-fewshot",

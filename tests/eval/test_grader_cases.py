@@ -2,7 +2,9 @@
 
 Fields: prediction (a completion), gold, benchmark, optional question / suite, expected (the true verdict),
 and where a grader knowingly departs from the truth, "harness" / "math_verify" with the verdict it gives and a
-note (these are reproduced harness quirks, documented in docs/eval.md, not bugs to fix here).
+note (these are reproduced harness quirks, documented in docs/eval.md, not bugs to fix here). "authors_harness":
+the verdict of the authors' own harness code where it differs from octomega's port (measured by
+bench/harness_parity.py, docs/eval.md "Parser departure"), with a note saying why.
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ def test_case_file_covers_the_required_categories():
     assert all(counts[c] >= 3 for c in REQUIRED)
     assert len({c["id"] for c in CASES}) == len(CASES)
     assert sum(not c["expected"] for c in CASES) >= 15  # wrong answers must be rejected, not only right ones accepted
-    assert all("note" in c for c in CASES if "harness" in c or "math_verify" in c)
+    assert all("note" in c for c in CASES if "harness" in c or "math_verify" in c or "authors_harness" in c)
+    # where the authors' code differs from octomega's port, the port's verdict is the other one (else no field)
+    assert all(c["authors_harness"] != c.get("harness", c["expected"]) for c in CASES if "authors_harness" in c)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
