@@ -81,22 +81,38 @@ def run_distributed(fn, world_size: int = 2, args: tuple = (), timeout: float = 
     return [results[r] for r in range(world_size)]
 
 
-def run_pinned(tiny_root, *args: str, timeout: float = 2400) -> str:
-    """`python -m octomega ARGS` on the tiny root `tiny_root` with pinned CPU numerics and two threads (what a test
-    asserts exact numbers on must compute the same on every machine: octomega/numerics.py). Returns stdout; a
-    failure raises with the tail of both streams."""
+def start_pinned(tiny_root, *args: str, threads: int = 2):
+    """Start `python -m octomega ARGS` on the tiny root `tiny_root` with pinned CPU numerics and `threads` threads
+    (what a test asserts exact numbers on must compute the same on every machine, with any thread count:
+    octomega/numerics.py); returns the running subprocess.Popen (text stdout and stderr, piped)."""
     import subprocess
     import sys
 
     from octomega import numerics
 
     env = numerics.pinned_env({**os.environ, "OCTOMEGA_TINY_ROOT": str(tiny_root), "WANDB_MODE": "disabled"},
-                              threads=2)
-    proc = subprocess.run([sys.executable, "-m", "octomega", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                              threads=threads)
+    return subprocess.Popen([sys.executable, "-m", "octomega", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_pinned(proc, timeout: float = 2400) -> str:
+    """Wait for a start_pinned process; returns its stdout; a failure raises with the tail of both streams."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     if proc.returncode != 0:
-        raise RuntimeError(f"octomega {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+        raise RuntimeError(f"octomega {' '.join(proc.args[3:])} failed:\n{out[-3000:]}\n{err[-3000:]}")
+    return out
+
+
+def run_pinned(tiny_root, *args: str, timeout: float = 2400) -> str:
+    """`python -m octomega ARGS` on the tiny root with pinned CPU numerics and two threads, to the end (start_pinned,
+    finish_pinned). Returns stdout."""
+    return finish_pinned(start_pinned(tiny_root, *args), timeout)
 
 
 def checkpoint_tensors(iter_dir) -> dict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pytest
 
-from octomega.testing import run_pinned
+from octomega.testing import finish_pinned, start_pinned
 from rl_helpers import metrics
 
 pytestmark = [pytest.mark.slow]
@@ -39,12 +39,21 @@ GREEDY_DROP = 0.03
 BOX_RATE = 0.98
 
 
-def _rl(root, recipe: str, steps: int, *extra: str) -> tuple[dict, dict, list[dict]]:
-    run_pinned(root, "rl", recipe, f"train.steps={steps}", "train.time_budget_s=none", "logging.wandb=false",
-               "checkpoint.export_hf=false", "valid.sampled=true", *extra)
-    run = root / recipe
-    valid = metrics(run, "valid")
-    return valid[0], valid[-1], metrics(run)
+@pytest.fixture(scope="module")
+def rl_runs(tiny_long_cot_root):
+    """The GRPO and the PPO run at the same time, one thread each, so that both cores work: pinned numerics give the
+    same numbers with one thread as with two (tests/train/test_numerics.py checks training; an RL run checked the
+    same on 2026-12-03: PPO with hf rollouts, identical rewards, losses, gradient norms and value losses)."""
+    runs = {recipe: start_pinned(tiny_long_cot_root, "rl", recipe, f"train.steps={steps}", "train.time_budget_s=none",
+                                 "logging.wandb=false", "checkpoint.export_hf=false", "valid.sampled=true", threads=1)
+            for recipe, steps in (("tiny_rl_grpo_long", GRPO_STEPS), ("tiny_rl_ppo_long", PPO_STEPS))}
+    out = {}
+    for recipe, proc in runs.items():
+        finish_pinned(proc)
+        run = tiny_long_cot_root / recipe
+        valid = metrics(run, "valid")
+        out[recipe] = (valid[0], valid[-1], metrics(run))
+    return out
 
 
 def _check(name: str, before: dict, after: dict, steps: list[dict]) -> None:
@@ -68,14 +77,14 @@ def _check(name: str, before: dict, after: dict, steps: list[dict]) -> None:
     assert after[b + "box_rate"] >= max(BOX_RATE, before[b + "box_rate"])
 
 
-def test_grpo_raises_held_out_accuracy(tiny_long_cot_root):
-    before, after, steps = _rl(tiny_long_cot_root, "tiny_rl_grpo_long", GRPO_STEPS)
+def test_grpo_raises_held_out_accuracy(rl_runs):
+    before, after, steps = rl_runs["tiny_rl_grpo_long"]
     _check("GRPO", before, after, steps)
     assert after["step"] == GRPO_STEPS and len(steps) == GRPO_STEPS
 
 
-def test_ppo_raises_held_out_accuracy(tiny_long_cot_root):
-    before, after, steps = _rl(tiny_long_cot_root, "tiny_rl_ppo_long", PPO_STEPS)
+def test_ppo_raises_held_out_accuracy(rl_runs):
+    before, after, steps = rl_runs["tiny_rl_ppo_long"]
     _check("PPO", before, after, steps)
     print(f"PPO value loss {steps[0]['vf_loss']:.3f} -> {steps[-1]['vf_loss']:.3f}")
     assert all("vf_loss" in s for s in steps)
