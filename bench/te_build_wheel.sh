@@ -31,15 +31,25 @@ pip=("$B/venv/bin/python" -m pip)
 [ -d "$B/build_site/transformer_engine" ] || "${pip[@]}" install -q --no-index --no-deps --no-compile \
   --target "$B/build_site" "$core" .te/small/nvidia_cudnn_frontend-*.whl
 site=$("$B/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+# Built in place from the unpacked sdist (pip builds a local directory in its tree), so that a build stopped part
+# way (on 2 busy cores it takes hours) resumes where it was: ninja recompiles only what is missing or older.
+src=$B/src/transformer_engine_torch-$TE_VERSION
+# (re)unpack when needed: setup.py removes its build_tools/ after a finished wheel; build/ is kept either way
+[ -d "$src/build_tools" ] || { mkdir -p "$B/src" && tar -xzf "$sdist" -C "$B/src"; }
+objects() { find "$src/build" -name "*.o" 2>/dev/null | wc -l || true; }
+done_before=$(objects)
 rm -rf "$B/out" && mkdir -p "$B/out"
 t0=$(date +%s)
 # NVTE_PYTORCH_FORCE_BUILD: compile (setup.py would otherwise try to download a prebuilt wheel from GitHub);
 # NVTE_BUILD_USE_NVIDIA_WHEELS: headers from every nvidia/*/include of the venv (CUDA, cuDNN, NCCL), not one toolkit
 CUDA_HOME=$site/nvidia/cu13 NVTE_CUDA_ARCHS=90 NVTE_WITH_NCCL_EP=0 NVTE_FRAMEWORK=pytorch \
   NVTE_PYTORCH_FORCE_BUILD=TRUE NVTE_BUILD_USE_NVIDIA_WHEELS=1 MAX_JOBS=${MAX_JOBS:-2} PYTHONPATH=$B/build_site \
-  nice -n 19 "${pip[@]}" wheel --no-build-isolation --no-deps -v -w "$B/out" "$sdist" > "$B/build.log" 2>&1 \
-  || { tail -40 "$B/build.log"; echo "te_build_wheel: build failed after $(( $(date +%s) - t0 )) s (log: $B/build.log)" >&2; exit 1; }
+  nice -n 19 "${pip[@]}" wheel --no-build-isolation --no-deps -v -w "$B/out" "$src" >> "$B/build.log" 2>&1 \
+  || { tail -40 "$B/build.log"; echo "te_build_wheel: build stopped after $(( $(date +%s) - t0 )) s with" \
+       "$(objects) of $(find "$src/csrc" -name "*.cpp" | wc -l) objects" \
+       "(log: $B/build.log); run again to resume" >&2; exit 1; }
 wheel=$(ls "$B"/out/transformer_engine_torch-*.whl | head -1)
-echo "built $(basename "$wheel") in $(( $(date +%s) - t0 )) s ($(du -h "$wheel" | cut -f1)); log $B/build.log"
+echo "built $(basename "$wheel") in $(( $(date +%s) - t0 )) s this run ($done_before objects were built before;" \
+     "$(du -h "$wheel" | cut -f1)); log $B/build.log"
 cp "$wheel" .te/small/
 echo "copied into .te/small/: device_te.sh build installs it instead of compiling (rerun bench/te_kit.sh for the calls)"
