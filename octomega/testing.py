@@ -41,9 +41,13 @@ def _worker(fn, rank, world_size, port, args, queue, gpu=False):
         queue.put((rank, "error", traceback.format_exc()))
     finally:
         try:
+            import sys
+
             import torch.distributed as dist
 
-            if dist.is_initialized():
+            if "octomega.runtime" in sys.modules:  # its shutdown hooks first (a colocated vLLM engine)
+                sys.modules["octomega.runtime"].shutdown()
+            elif dist.is_initialized():
                 dist.destroy_process_group()
         except Exception:
             pass

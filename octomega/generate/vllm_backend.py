@@ -118,6 +118,10 @@ def build_llm(model_dir: str, **kw: Any) -> Any:
             if k not in env:
                 os.environ.pop(k, None)
     llm.octomega_sleep_mode = bool(args.get("enable_sleep_mode"))
+    if kw.get("distributed_executor_backend") == "external_launcher":
+        from octomega.runtime import at_shutdown
+
+        at_shutdown(llm.llm_engine.engine_core.shutdown)  # it leaves the trainer's world (and ends it) first
     return llm
 
 

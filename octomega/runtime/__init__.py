@@ -103,10 +103,22 @@ def init_distributed(*, tp: int = 1, pp: int = 1, seed: int = 1234, timeout_minu
     )
 
 
+_AT_SHUTDOWN: list = []
+
+
+def at_shutdown(fn) -> None:
+    """Run fn() in shutdown(), after Megatron's groups and before the process group goes: what joined the world
+    and must leave it first (a colocated vLLM engine, whose own exit hook would otherwise find its groups gone and
+    print a traceback after a finished run)."""
+    _AT_SHUTDOWN.append(fn)
+
+
 def shutdown() -> None:
     from megatron.core import parallel_state
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
+    while _AT_SHUTDOWN:
+        _AT_SHUTDOWN.pop()()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
