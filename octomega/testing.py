@@ -143,3 +143,22 @@ def checkpoint_tensors(iter_dir) -> dict:
         dcp_to_torch_save(str(iter_dir), f"{d}/all.pt")
         walk(torch.load(f"{d}/all.pt", weights_only=False), "")
     return flat
+
+
+def hf_greedy(model_dir, prompts, max_new: int, stop_ids, device: str = "cpu") -> list[list[int]]:
+    """transformers' own LlamaForCausalLM.generate, fp32, greedy, one left-padded batch on `device`; each row cut
+    after its first stop id: the reference the generation backends are compared with."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = LlamaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
+    enc = tok(prompts, return_tensors="pt", padding=True).to(device)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=stop_ids,
+                             pad_token_id=tok.pad_token_id)
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        cut = next((k + 1 for k, t in enumerate(row) if t in stop_ids), len(row))
+        rows.append(row[:cut])
+    return rows

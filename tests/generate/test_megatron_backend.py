@@ -9,6 +9,7 @@ import torch
 
 from octomega.generate import SamplingParams, get_generator
 from octomega.generate.tiny import build_tiny_llama
+from octomega.testing import hf_greedy
 
 MAX_NEW = 20
 
@@ -38,23 +39,6 @@ def model_dirs(tiny_model_dir, untied_dir):
 @pytest.fixture(scope="session")
 def mg_gen(tiny_model_dir):
     return get_generator("megatron", str(tiny_model_dir), batch_size=8)
-
-
-def hf_greedy(model_dir, prompts, max_new, stop_ids):
-    """transformers' own LlamaForCausalLM.generate, greedy, one left-padded batch; cut after the first stop id."""
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=stop_ids,
-                             pad_token_id=tok.pad_token_id)
-    rows = []
-    for row in out[:, enc["input_ids"].shape[1]:].tolist():
-        cut = next((k + 1 for k, t in enumerate(row) if t in stop_ids), len(row))
-        rows.append(row[:cut])
-    return rows
 
 
 def forward_logprobs(gen, prompt: str, token_ids: list[int]) -> list[float]:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import gpu_helpers as h
+from octomega.testing import hf_greedy
 
 # tests/generate/conftest.py's prompts: different lengths, so the static batch starts decoding at different steps
 PROMPTS = [
@@ -207,24 +208,6 @@ def fp8_refusals(rank: int, root: str, with_te: bool) -> dict:
 # --------------------------------------------------------------------------------------------- generation
 
 
-def hf_greedy(model_dir, prompts, max_new: int, stop_ids) -> list[list[int]]:
-    """transformers' own generate on the GPU, fp32, greedy, one left-padded batch; cut after the first stop id."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = LlamaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).cuda().eval()
-    enc = tok(prompts, return_tensors="pt", padding=True).to("cuda")
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=stop_ids,
-                             pad_token_id=tok.pad_token_id)
-    rows = []
-    for row in out[:, enc["input_ids"].shape[1]:].tolist():
-        cut = next((k + 1 for k, t in enumerate(row) if t in stop_ids), len(row))
-        rows.append(row[:cut])
-    return rows
-
-
 def generation(rank: int, root: str, with_te: bool) -> dict:
     """Greedy tokens of the megatron backend (fp32; the default spec, and the local spec too when TE is here)
     and of transformers' generate, on the tiny random Llama."""
@@ -255,7 +238,7 @@ def generation(rank: int, root: str, with_te: bool) -> dict:
         out["tokens"][name] = [o[0].token_ids for o in res]
         out["finish"][name] = [o[0].finish_reason for o in res]
         out["device"] = str(g.device)
-    out["transformers"] = hf_greedy(model_dir, PROMPTS, MAX_NEW, out["stop_ids"])
+    out["transformers"] = hf_greedy(model_dir, PROMPTS, MAX_NEW, out["stop_ids"], device="cuda")
     return out
 
 
